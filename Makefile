@@ -1,0 +1,43 @@
+# campaign-gym: `make run` runs the full pipeline, `make test` runs the tests.
+# Both install into .venv first when needed. On machines with a local CPU torch wheel, the
+# pin below keeps pip from pulling a multi-GB CUDA build; elsewhere: make install TORCH=torch
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+OBP_WHEEL ?= obp==0.4.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install run smoke test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev,launchers]"
+	# Open Bandit Dataset sample files only; obp itself is never imported (broken on pandas 3).
+	$(PY) -m pip install --quiet --no-deps $(OBP_WHEEL)
+	touch $(STAMP)
+
+run: install
+	$(PY) -m experiments.run $(ARGS)
+
+smoke: install
+	$(PY) -m experiments.run experiment=smoke $(ARGS)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m benchmarks.throughput
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

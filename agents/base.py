@@ -1,0 +1,75 @@
+"""The one ``Policy`` protocol: everything that acts (SB3 agents, recommenders, bandits,
+reference policies) maps a batch of observations to actions and to action probabilities
+(the latter is what off-policy evaluation needs)."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Policy(Protocol):
+    name: str
+
+    def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """(N,) int64 actions for a batch of observations (N, obs_dim)."""
+        ...
+
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """(N, n_actions) probabilities; rows sum to 1, zero on masked actions."""
+        ...
+
+
+class StochasticPolicy:
+    """Base for policies defined by ``action_probs``: ``act`` samples from it."""
+
+    name = "stochastic"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        probs = self.action_probs(obs, masks)
+        u = self.rng.random(len(probs))[:, None]
+        idx = (u > np.cumsum(probs, axis=1)).sum(axis=1)
+        return np.minimum(idx, probs.shape[1] - 1).astype(np.int64)
+
+
+class DeterministicPolicy:
+    """Base for policies defined by ``act``: ``action_probs`` is one-hot."""
+
+    name = "deterministic"
+
+    def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        actions = self.act(obs, masks)
+        n_actions = masks.shape[1] if masks is not None else self.n_actions
+        probs = np.zeros((len(actions), n_actions))
+        probs[np.arange(len(actions)), actions] = 1.0
+        return probs
+
+    n_actions: int = 0
+
+
+def masked_argmax(scores: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """Argmax over allowed actions (action 0, "no offer", is always allowed)."""
+    if masks is not None:
+        scores = np.where(masks, scores, -np.inf)
+    return scores.argmax(axis=1).astype(np.int64)
+
+
+def masked_softmax(scores: np.ndarray, masks: np.ndarray | None, temperature: float) -> np.ndarray:
+    """Softmax of ``scores / temperature`` over allowed actions."""
+    z = scores / temperature
+    if masks is not None:
+        z = np.where(masks, z, -np.inf)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,250 @@
+"""TrueWorld: the ground truth with hidden parameters, batched over N users in numpy.
+
+Users have a latent taste vector drawn from a mixture of segments; their observable profile is
+correlated with the latent but does not reveal it. Responses have long-term effects, so a
+greedy one-step policy is beatable:
+
+* click:       sigmoid(base + affinity - offer fatigue - category fatigue)
+* conversion:  sigmoid(base + interest + affinity + incentive), given a click; interest is
+               built by earlier relevant touches and clicks (nurturing) and drops after a
+               conversion (satiation)
+* churn:       sigmoid(base + annoyance), where annoyance grows with every send, with
+               irrelevant offers and with repeats of a category (too frequent / irrelevant).
+
+It also exposes the oracle: true probabilities for any action (``probs_all``) and the segment
+oracle, the same with each user's latent replaced by its segment's mean latent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs import rng
+from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs
+
+_REGIONS = 6
+_DEVICES = 3
+_SCHEMA_SAMPLE = 20_000  # users drawn once to standardise numeric features
+
+
+@dataclass
+class TrueWorldConfig:
+    """Hidden parameters of the ground truth. ``seed`` fixes the world (catalog, segments)."""
+
+    seed: int = 0
+    n_offers: int = 24
+    n_categories: int = 6
+    latent_dim: int = 6
+    n_segments: int = 4
+    segment_spread: float = 1.2  # sd of segment means per latent dimension
+    within_segment_sd: float = 0.6
+    contact_cost: float = 0.3
+    value_min: float = 10.0  # revenue of a conversion, drawn uniformly per offer
+    value_max: float = 60.0
+    incentive_max: float = 0.4  # discount as a share of value, drawn from U(0, max)
+    # click
+    click_base: float = -2.2
+    click_affinity: float = 1.0
+    fatigue_offer: float = 0.8
+    fatigue_category: float = 0.4
+    fatigue_decay: float = 0.7
+    # conversion given click
+    conv_base: float = -4.0
+    conv_interest: float = 1.0
+    conv_affinity: float = 0.5
+    conv_incentive: float = 3.0
+    interest_gain: float = 0.6
+    interest_click_gain: float = 0.6
+    interest_decay: float = 0.9
+    satiation: float = 0.5  # share of interest lost on conversion
+    # churn
+    churn_base: float = -5.0
+    churn_rest: float = -7.0
+    churn_annoyance: float = 1.3
+    annoy_send: float = 0.8
+    annoy_irrelevant: float = 0.8
+    annoy_repeat: float = 0.4
+    annoy_decay: float = 0.7
+
+    def __post_init__(self) -> None:
+        for name in ("n_offers", "n_categories", "latent_dim", "n_segments"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"world.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.n_categories > self.n_offers:
+            raise ValueError("world.n_categories: must be <= world.n_offers")
+        for name in ("fatigue_decay", "interest_decay", "annoy_decay", "satiation"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"world.{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.contact_cost < 0:
+            raise ValueError(f"world.contact_cost: must be >= 0, got {self.contact_cost}")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class TrueWorld:
+    """Ground-truth world; implements the ``World`` protocol."""
+
+    def __init__(self, config: TrueWorldConfig | None = None, n_users: int = 1) -> None:
+        self.config = cfg = config or TrueWorldConfig()
+        self.n_users = n_users
+        g = np.random.default_rng(cfg.seed)
+        d, a, c, k = cfg.latent_dim, cfg.n_offers, cfg.n_categories, cfg.n_segments
+        # --- hidden parameters -------------------------------------------------------------
+        self.segment_weights = g.dirichlet(np.full(k, 4.0))
+        self.segment_means = g.normal(0.0, cfg.segment_spread, size=(k, d))
+        category = np.concatenate([np.arange(c), g.integers(0, c, size=a - c)])
+        category_centres = g.normal(0.0, 1.0, size=(c, d))
+        self.offer_embedding = category_centres[category] + g.normal(0.0, 0.5, size=(a, d))
+        self.offer_bias = g.normal(0.0, 0.3, size=a)
+        value = g.uniform(cfg.value_min, cfg.value_max, size=a)
+        self.incentive = g.uniform(0.0, cfg.incentive_max, size=a)
+        self.region_probs = g.dirichlet(np.full(_REGIONS, 0.5), size=k)
+        self.device_weights = g.normal(0.0, 1.0, size=(d, _DEVICES))
+        self.catalog = Catalog(
+            category=category,
+            value=value,
+            discount=value * self.incentive,
+            contact_cost=cfg.contact_cost,
+        )
+        self.profile_schema = ProfileSchema(
+            categorical={"region": _REGIONS, "device": _DEVICES},
+            numeric={"age": (0.0, 1.0), "tenure_months": (0.0, 1.0), "activity": (0.0, 1.0)},
+        )
+        sample = self._draw(rng.seed_key(np.arange(_SCHEMA_SAMPLE) + cfg.seed * 7919 + 1))
+        self.profile_schema = ProfileSchema(
+            categorical=self.profile_schema.categorical,
+            numeric={
+                name: (float(sample[3].numeric[:, j].mean()), float(sample[3].numeric[:, j].std()))
+                for j, name in enumerate(self.profile_schema.numeric)
+            },
+        )
+        # --- per-user state ----------------------------------------------------------------
+        self.segment = np.zeros(n_users, dtype=np.int64)
+        self.latent = np.zeros((n_users, d))
+        self.affinity = np.zeros((n_users, a))
+        self.segment_affinity = np.zeros((n_users, a))
+        self.offer_fatigue = np.zeros((n_users, a))
+        self.category_fatigue = np.zeros((n_users, c))
+        self.interest = np.zeros(n_users)
+        self.annoyance = np.zeros(n_users)
+
+    # ------------------------------------------------------------------ users
+    def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Profiles]:
+        cfg = self.config
+        n = len(keys)
+        seg = rng.categorical(keys, np.broadcast_to(self.segment_weights, (n, cfg.n_segments)), 1)
+        dims = np.arange(cfg.latent_dim)[None, :]
+        latent = self.segment_means[seg] + cfg.within_segment_sd * rng.normal(keys[:, None], 2, dims)
+        region = rng.categorical(keys, self.region_probs[seg], 3)
+        device_logits = latent @ self.device_weights
+        device_p = np.exp(device_logits - device_logits.max(axis=1, keepdims=True))
+        device = rng.categorical(keys, device_p / device_p.sum(axis=1, keepdims=True), 4)
+        noise = rng.normal(keys[:, None], 5, np.arange(3)[None, :])
+        age = 40.0 + 6.0 * latent[:, 0] + 8.0 * noise[:, 0]
+        tenure = np.exp(2.5 + 0.3 * latent[:, 1] + 0.6 * noise[:, 1])
+        # bimodal: segments with a positive first mean coordinate are "active" users
+        active_mode = np.where(self.segment_means[seg, 0] > 0, 6.0, 2.0)
+        activity = active_mode + 0.5 * latent[:, 2] + 0.8 * noise[:, 2]
+        profiles = Profiles(
+            categorical=np.stack([region, device], axis=1).astype(np.int64),
+            numeric=np.stack([age, tenure, activity], axis=1),
+        )
+        return seg, latent, self._affinity(latent), profiles
+
+    def _affinity(self, latent: np.ndarray) -> np.ndarray:
+        return latent @ self.offer_embedding.T / np.sqrt(self.config.latent_dim) + self.offer_bias
+
+    def reset_users(self, slots: np.ndarray, keys: np.ndarray) -> Profiles:
+        seg, latent, affinity, profiles = self._draw(np.asarray(keys, dtype=np.uint64))
+        self.segment[slots] = seg
+        self.latent[slots] = latent
+        self.affinity[slots] = affinity
+        self.segment_affinity[slots] = self._affinity(self.segment_means[seg])
+        self.offer_fatigue[slots] = 0.0
+        self.category_fatigue[slots] = 0.0
+        self.interest[slots] = 0.0
+        self.annoyance[slots] = 0.0
+        return profiles
+
+    # ------------------------------------------------------------------ responses
+    def _offer_probs(
+        self, offers: np.ndarray, affinity: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities for offer indices ``offers`` of shape (N, k); also the annoyance
+        each user would have after receiving that offer."""
+        cfg = self.config
+        rows = np.arange(self.n_users)[:, None]
+        s = affinity[rows, offers]
+        cat = self.catalog.category[offers]
+        cat_fatigue = self.category_fatigue[rows, cat]
+        click = _sigmoid(
+            cfg.click_base
+            + cfg.click_affinity * s
+            - cfg.fatigue_offer * self.offer_fatigue[rows, offers]
+            - cfg.fatigue_category * cat_fatigue
+        )
+        convert = _sigmoid(
+            cfg.conv_base
+            + cfg.conv_interest * self.interest[:, None]
+            + cfg.conv_affinity * s
+            + cfg.conv_incentive * self.incentive[offers]
+        )
+        annoyance = (
+            cfg.annoy_decay * self.annoyance[:, None]
+            + cfg.annoy_send
+            + cfg.annoy_irrelevant * np.maximum(-s, 0.0)
+            + cfg.annoy_repeat * cat_fatigue
+        )
+        churn = _sigmoid(cfg.churn_base + cfg.churn_annoyance * annoyance)
+        return click, convert, churn, annoyance
+
+    def _probs(self, actions: np.ndarray, affinity: np.ndarray) -> ResponseProbs:
+        """Probabilities for actions of shape (N, k) (0 = no offer)."""
+        cfg = self.config
+        offers = np.maximum(actions - 1, 0)
+        click, convert, churn, _ = self._offer_probs(offers, affinity)
+        rest = actions == 0
+        rest_churn = _sigmoid(
+            cfg.churn_rest + cfg.churn_annoyance * cfg.annoy_decay * self.annoyance
+        )[:, None]
+        return ResponseProbs(
+            click=np.where(rest, 0.0, click),
+            convert=np.where(rest, 0.0, convert),
+            churn=np.where(rest, rest_churn, churn),
+        )
+
+    def response_probs(self, actions: np.ndarray) -> ResponseProbs:
+        p = self._probs(np.asarray(actions)[:, None], self.affinity)
+        return ResponseProbs(p.click[:, 0], p.convert[:, 0], p.churn[:, 0])
+
+    def probs_all(self, segment_oracle: bool = False) -> ResponseProbs:
+        """Oracle: (N, n_actions) probabilities of every action for every user."""
+        actions = np.broadcast_to(np.arange(self.catalog.n_actions), (self.n_users, self.catalog.n_actions))
+        return self._probs(actions, self.segment_affinity if segment_oracle else self.affinity)
+
+    def advance(
+        self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray
+    ) -> None:
+        cfg = self.config
+        sent = active & (actions > 0)
+        offers = np.maximum(actions - 1, 0)
+        rows = np.arange(self.n_users)
+        s = self.affinity[rows, offers]
+        _, _, _, annoyance_if_sent = self._offer_probs(offers[:, None], self.affinity)
+        act = active[:, None]
+        self.offer_fatigue *= np.where(act, cfg.fatigue_decay, 1.0)
+        self.category_fatigue *= np.where(act, cfg.fatigue_decay, 1.0)
+        self.offer_fatigue[rows[sent], offers[sent]] += 1.0
+        self.category_fatigue[rows[sent], self.catalog.category[offers[sent]]] += 1.0
+        interest = (
+            cfg.interest_decay * self.interest
+            + sent * cfg.interest_gain * np.maximum(s, 0.0)
+            + cfg.interest_click_gain * click
+        ) * np.where(convert, 1.0 - cfg.satiation, 1.0)
+        self.interest = np.where(active, interest, self.interest)
+        annoyance = np.where(sent, annoyance_if_sent[:, 0], cfg.annoy_decay * self.annoyance)
+        self.annoyance = np.where(active, annoyance, self.annoyance)

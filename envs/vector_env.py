@@ -1,0 +1,373 @@
+"""The batched core: one vectorised step for N users, as a ``gymnasium.vector.VectorEnv``.
+
+Everything that acts on users (the single-user ``CampaignEnv``, the SB3 adapter, rollouts,
+log generation) runs through this class; a single env is this core with N = 1.
+
+Observation (float32, see ``observation_names``): the user's observable profile (one-hot
+categoricals, standardised numerics clipped to [-5, 5]) followed by a summary of the
+observable history: decayed exposures per offer and per category, decayed clicks per
+category, whether the last offer was clicked, conversions so far, time since the last offer,
+sends used per offer (of the frequency cap), time left and budget left. The observation
+buffer *is* the history state, updated in place; the world's hidden state never enters it.
+
+Action: ``Discrete(n_offers + 1)``; 0 sends nothing. ``action_masks()`` marks offers that hit
+the per-offer frequency cap or whose worst-case cost (contact + discount) exceeds the budget
+left, so the budget can never go negative. A masked action raises ``ValueError`` when
+``invalid_action="error"`` (the default: a bug in a policy should be loud) or, with
+``"penalize"``, is replaced by "no offer" and costs ``invalid_action_penalty`` reward (for
+agents without masking, e.g. plain PPO).
+
+Episodes end (``terminated``) on churn or at the end of the campaign horizon; the horizon is
+part of the task (time left is observed), so it is not a truncation.
+
+Autoreset follows gymnasium's ``AutoresetMode``: ``NEXT_STEP`` (gymnasium's default; the step
+after a termination resets the slot and ignores its action), ``SAME_STEP`` (reset at once;
+``info["final_obs"]``/``info["_final_obs"]`` hold the last observation; what the SB3 adapter
+uses) or ``DISABLED`` (a finished user stays finished, with reward 0, until
+``reset(options={"reset_mask": ...})``).
+
+Randomness is counter-based (``envs.rng``): slot *i* reset with seed ``s`` gets the users and
+coin flips a single env reset with seed ``s + i`` gets, whatever the other slots do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs import rng
+from envs.world import World
+
+REWARDS = ("click", "conversion", "profit", "weighted")
+_NUMERIC_CLIP = 5.0
+_STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN = 1, 2, 3
+
+
+@dataclass
+class CampaignConfig:
+    """Campaign rules: horizon, budget, caps, reward. Same for every world."""
+
+    horizon: int = 20
+    budget: float = 40.0  # per user, covers contact costs and discounts
+    frequency_cap: int = 3  # sends of the same offer per user and campaign
+    reward: str = "profit"  # click | conversion | profit | weighted
+    reward_weights: dict[str, float] = field(
+        default_factory=lambda: {"click": 0.0, "conversion": 0.0, "profit": 1.0}
+    )
+    invalid_action: str = "error"  # error | penalize
+    invalid_action_penalty: float = 1.0
+    history_decay: float = 0.8  # decay of the exposure/click summaries in observations
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ValueError(f"campaign.horizon: must be >= 1, got {self.horizon}")
+        if self.budget <= 0:
+            raise ValueError(f"campaign.budget: must be > 0, got {self.budget}")
+        if self.frequency_cap < 1:
+            raise ValueError(f"campaign.frequency_cap: must be >= 1, got {self.frequency_cap}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"campaign.reward: got {self.reward!r}, expected one of {REWARDS}")
+        unknown = set(self.reward_weights) - {"click", "conversion", "profit"}
+        if unknown:
+            raise ValueError(
+                f"campaign.reward_weights: unknown key(s) {sorted(unknown)}, "
+                "expected click, conversion, profit"
+            )
+        if self.invalid_action not in ("error", "penalize"):
+            raise ValueError(
+                f"campaign.invalid_action: got {self.invalid_action!r}, expected 'error' or 'penalize'"
+            )
+        if not 0.0 <= self.history_decay < 1.0:
+            raise ValueError(f"campaign.history_decay: must be in [0, 1), got {self.history_decay}")
+
+    def weights(self) -> tuple[float, float, float]:
+        """(click, conversion, profit) weights of the reward."""
+        if self.reward == "weighted":
+            w = self.reward_weights
+            return (w.get("click", 0.0), w.get("conversion", 0.0), w.get("profit", 0.0))
+        return {"click": (1.0, 0.0, 0.0), "conversion": (0.0, 1.0, 0.0), "profit": (0.0, 0.0, 1.0)}[
+            self.reward
+        ]
+
+
+class _Layout:
+    """Column slices of the observation, named once."""
+
+    def __init__(self, world: World) -> None:
+        schema, cat = world.profile_schema, world.catalog
+        self.names: list[str] = []
+        self.profile_cat: list[slice] = []
+        for name, card in schema.categorical.items():
+            self.profile_cat.append(self._add([f"{name}={v}" for v in range(card)]))
+        self.profile_num = self._add(list(schema.numeric))
+        a, c = cat.n_offers, cat.n_categories
+        self.offer_exposure = self._add([f"exposure_offer_{i}" for i in range(a)])
+        self.category_exposure = self._add([f"exposure_category_{i}" for i in range(c)])
+        self.category_clicks = self._add([f"clicks_category_{i}" for i in range(c)])
+        self.clicked_last = self._add(["clicked_last"]).start
+        self.conversions = self._add(["conversions"]).start
+        self.since_offer = self._add(["time_since_offer"]).start
+        self.sends = self._add([f"sends_offer_{i}" for i in range(a)])
+        self.time_left = self._add(["time_left"]).start
+        self.budget_left = self._add(["budget_left"]).start
+
+    def _add(self, names: list[str]) -> slice:
+        start = len(self.names)
+        self.names.extend(names)
+        return slice(start, len(self.names))
+
+
+class CampaignVectorEnv(VectorEnv):
+    """N users of one world, stepped together."""
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        world: World,
+        campaign: CampaignConfig | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ) -> None:
+        self.world = world
+        self.campaign = campaign or CampaignConfig()
+        self.catalog = world.catalog
+        self.num_envs = world.n_users
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.layout = _Layout(world)
+        self.observation_names = tuple(self.layout.names)
+        self.single_observation_space = self._observation_space()
+        self.single_action_space = spaces.Discrete(self.catalog.n_actions)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.render_mode = None
+        self.closed = False
+        self._worst_cost = self.catalog.worst_case_cost()
+        self._reward_weights = self.campaign.weights()
+        n, d = self.num_envs, len(self.layout.names)
+        self._obs = np.zeros((n, d), dtype=np.float32)
+        self._slot_keys = np.zeros(n, dtype=np.uint64)
+        self._episode = np.zeros(n, dtype=np.int64)
+        self._user_keys = np.zeros(n, dtype=np.uint64)
+        self._t = np.zeros(n, dtype=np.int64)
+        self._budget = np.zeros(n)
+        self._sends = np.zeros((n, self.catalog.n_offers), dtype=np.int64)
+        self._since_offer = np.zeros(n, dtype=np.int64)
+        self._done = np.zeros(n, dtype=bool)
+        self._seeded = False
+        schema = world.profile_schema
+        self.profile_categorical = np.zeros((n, len(schema.categorical)), dtype=np.int64)
+        self.profile_numeric = np.zeros((n, len(schema.numeric)))
+
+    # ------------------------------------------------------------------ spaces
+    def _observation_space(self) -> spaces.Box:
+        lay, d = self.layout, len(self.layout.names)
+        high = np.ones(d, dtype=np.float32)
+        low = np.zeros(d, dtype=np.float32)
+        low[lay.profile_num], high[lay.profile_num] = -_NUMERIC_CLIP, _NUMERIC_CLIP
+        cap = np.float32(1.0 / (1.0 - self.campaign.history_decay))
+        for s in (lay.offer_exposure, lay.category_exposure, lay.category_clicks):
+            high[s] = cap
+        return spaces.Box(low=low, high=high, dtype=np.float32)
+
+    # ------------------------------------------------------------------ reset
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"], dtype=bool)
+            if mask.shape != (self.num_envs,):
+                raise ValueError(f"options['reset_mask']: expected shape ({self.num_envs},), got {mask.shape}")
+        if seed is not None:
+            seeds = np.asarray(seed, dtype=np.int64)
+            if seeds.ndim == 0:
+                seeds = seeds + np.arange(self.num_envs)
+            if seeds.shape != (self.num_envs,):
+                raise ValueError(f"seed: expected an int or {self.num_envs} ints, got shape {seeds.shape}")
+            self._slot_keys[mask] = rng.seed_key(seeds[mask])
+            self._episode[mask] = 0
+            self._seeded = True
+        elif not self._seeded:
+            entropy = np.random.SeedSequence().generate_state(self.num_envs, dtype=np.uint64)
+            self._slot_keys[:] = entropy
+            self._seeded = True
+        else:
+            self._episode[mask] += 1
+        self._reset_slots(np.flatnonzero(mask))
+        return self._obs.copy(), {}
+
+    def _reset_slots(self, slots: np.ndarray) -> None:
+        if len(slots) == 0:
+            return
+        lay = self.layout
+        self._user_keys[slots] = rng.combine(self._slot_keys[slots], self._episode[slots])
+        profiles = self.world.reset_users(slots, self._user_keys[slots])
+        self.profile_categorical[slots] = profiles.categorical
+        self.profile_numeric[slots] = profiles.numeric
+        obs = self._obs[slots]
+        obs[:] = 0.0
+        for j, s in enumerate(lay.profile_cat):
+            codes = profiles.categorical[:, j]
+            obs[np.arange(len(slots)), s.start + codes] = 1.0
+        loc_scale = np.array(list(self.world.profile_schema.numeric.values()), dtype=np.float64)
+        if len(loc_scale):
+            z = (profiles.numeric - loc_scale[:, 0]) / np.where(loc_scale[:, 1] > 0, loc_scale[:, 1], 1.0)
+            obs[:, lay.profile_num] = np.clip(z, -_NUMERIC_CLIP, _NUMERIC_CLIP)
+        obs[:, lay.since_offer] = 1.0
+        obs[:, lay.time_left] = 1.0
+        obs[:, lay.budget_left] = 1.0
+        self._obs[slots] = obs
+        self._t[slots] = 0
+        self._budget[slots] = self.campaign.budget
+        self._sends[slots] = 0
+        self._since_offer[slots] = self.campaign.horizon
+        self._done[slots] = False
+
+    # ------------------------------------------------------------------ masks
+    def action_masks(self) -> np.ndarray:
+        """(N, n_actions) bool: which actions each user may receive now."""
+        mask = np.empty((self.num_envs, self.catalog.n_actions), dtype=bool)
+        mask[:, 0] = True
+        mask[:, 1:] = self._sends < self.campaign.frequency_cap
+        mask &= self._worst_cost[None, :] <= self._budget[:, None] + 1e-9
+        return mask
+
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,):
+            actions = actions.reshape(-1) if actions.size == self.num_envs else actions
+        if actions.shape != (self.num_envs,):
+            raise ValueError(f"actions: expected shape ({self.num_envs},), got {np.shape(actions)}")
+        if not np.issubdtype(actions.dtype, np.integer):
+            if not np.all(np.isfinite(actions)) or np.any(actions != np.round(actions)):
+                raise ValueError(f"actions: expected integers in [0, {self.catalog.n_offers}], got {actions.dtype} values")
+            actions = actions.astype(np.int64)
+        bad = (actions < 0) | (actions >= self.catalog.n_actions)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"actions[{i}]: got {int(actions[i])}, expected an integer in [0, {self.catalog.n_offers}] "
+                "(0 = no offer, a = offer a-1)"
+            )
+        return actions.astype(np.int64, copy=False)
+
+    # ------------------------------------------------------------------ step
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        actions = self._check_actions(actions)
+        n = self.num_envs
+        reset_now = np.zeros(n, dtype=bool)
+        if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._done.any():
+            reset_now = self._done.copy()
+            self._episode[reset_now] += 1
+            self._reset_slots(np.flatnonzero(reset_now))
+        active = ~self._done
+        lay, cat, camp = self.layout, self.catalog, self.campaign
+
+        allowed = self.action_masks()[np.arange(n), actions]
+        invalid = active & ~allowed
+        if invalid.any() and camp.invalid_action == "error":
+            i = int(np.flatnonzero(invalid)[0])
+            reason = (
+                "frequency cap reached" if self._sends[i, actions[i] - 1] >= camp.frequency_cap
+                else "worst-case cost exceeds the budget left"
+            )
+            raise ValueError(
+                f"actions[{i}]: offer {int(actions[i])} is masked ({reason}); use action_masks() "
+                "or set campaign.invalid_action=penalize"
+            )
+        effective = np.where(active & allowed, actions, 0)
+        sent = effective > 0
+        offers = np.maximum(effective - 1, 0)
+
+        p = self.world.response_probs(effective)
+        t = self._t
+        u_click = rng.uniform(self._user_keys, t, _STREAM_CLICK)
+        u_convert = rng.uniform(self._user_keys, t, _STREAM_CONVERT)
+        u_churn = rng.uniform(self._user_keys, t, _STREAM_CHURN)
+        click = sent & (u_click < p.click)
+        convert = click & (u_convert < p.convert)
+        churn = active & (u_churn < p.churn)
+        revenue = np.where(convert, cat.value[offers], 0.0)
+        cost = np.where(sent, cat.contact_cost, 0.0) + np.where(convert, cat.discount[offers], 0.0)
+        profit = revenue - cost
+        self.world.advance(effective, click, convert, active)
+
+        # observable history, updated in place for active users
+        obs, decay = self._obs, np.float32(camp.history_decay)
+        rows = np.flatnonzero(active)
+        for s in (lay.offer_exposure, lay.category_exposure, lay.category_clicks):
+            obs[rows, s] *= decay
+        srows, soff = np.flatnonzero(sent), offers[sent]
+        obs[srows, lay.offer_exposure.start + soff] += 1.0
+        obs[srows, lay.category_exposure.start + cat.category[soff]] += 1.0
+        crows = np.flatnonzero(click)
+        obs[crows, lay.category_clicks.start + cat.category[offers[click]]] += 1.0
+        self._sends[srows, soff] += 1
+        obs[srows, lay.sends.start + soff] = self._sends[srows, soff] / camp.frequency_cap
+        obs[rows, lay.clicked_last] = click[rows]
+        obs[rows, lay.conversions] = np.minimum(obs[rows, lay.conversions] + convert[rows] / camp.horizon, 1.0)
+        self._since_offer = np.where(sent, 0, np.where(active, self._since_offer + 1, self._since_offer))
+        obs[rows, lay.since_offer] = np.minimum(self._since_offer[rows], camp.horizon) / camp.horizon
+        self._t = t + active
+        self._budget = np.maximum(self._budget - cost, 0.0)
+        obs[rows, lay.time_left] = 1.0 - self._t[rows] / camp.horizon
+        obs[rows, lay.budget_left] = self._budget[rows] / camp.budget
+
+        terminated = active & (churn | (self._t >= camp.horizon))
+        w_click, w_conv, w_profit = self._reward_weights
+        reward = w_click * click + w_conv * convert + w_profit * profit
+        if camp.invalid_action == "penalize":
+            reward = reward - camp.invalid_action_penalty * invalid
+        reward = np.where(active, reward, 0.0)
+        info: dict[str, Any] = {
+            "click": click,
+            "conversion": convert,
+            "revenue": revenue,
+            "cost": cost,
+            "profit": profit,
+            "churned": churn,
+            "offer_sent": sent,
+            "invalid_action": invalid,
+            "active": active,
+        }
+        if self.autoreset_mode is AutoresetMode.DISABLED:
+            terminated = terminated | self._done
+        self._done = self._done | terminated
+
+        observation = self._obs.copy()
+        if self.autoreset_mode is AutoresetMode.SAME_STEP and terminated.any():
+            info["final_obs"] = observation.copy()
+            info["_final_obs"] = terminated.copy()
+            self._episode[terminated] += 1
+            self._reset_slots(np.flatnonzero(terminated))
+            observation = self._obs.copy()
+        truncated = np.zeros(n, dtype=bool)
+        return observation, reward.astype(np.float64), terminated, truncated, info
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def done(self) -> np.ndarray:
+        """(N,) bool: users whose episode has ended and not been reset yet."""
+        return self._done.copy()
+
+    @property
+    def user_keys(self) -> np.ndarray:
+        """(N,) uint64 keys of the current users (stable per slot seed and episode)."""
+        return self._user_keys.copy()
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(N,) steps taken in the current episode."""
+        return self._t.copy()
+
+    @property
+    def budget_left(self) -> np.ndarray:
+        return self._budget.copy()
