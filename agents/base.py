@@ -35,9 +35,9 @@ class StochasticPolicy:
 
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         probs = self.action_probs(obs, masks)
-        u = self.rng.random(len(probs))[:, None]
-        idx = (u > np.cumsum(probs, axis=1)).sum(axis=1)
-        return np.minimum(idx, probs.shape[1] - 1).astype(np.int64)
+        cdf = np.cumsum(probs, axis=1)
+        u = self.rng.random(len(probs))[:, None] * cdf[:, -1:]  # rounding never picks a zero-probability tail
+        return (u >= cdf).sum(axis=1).astype(np.int64)
 
 
 class DeterministicPolicy:

@@ -50,10 +50,9 @@ def normal(key: np.ndarray, *counters: int | np.ndarray) -> np.ndarray:
 
 def categorical(key: np.ndarray, probs: np.ndarray, *counters: int | np.ndarray) -> np.ndarray:
     """One category index per row of ``probs`` (rows sum to 1) by inverse CDF."""
-    u = uniform(key, *counters)
     cdf = np.cumsum(probs, axis=-1)
-    idx = (u[..., None] > cdf).sum(axis=-1)
-    return np.minimum(idx, probs.shape[-1] - 1)
+    u = uniform(key, *counters)[..., None] * cdf[..., -1:]  # normalised: rounding never picks a 0-prob tail
+    return (u >= cdf).sum(axis=-1)
 
 
 def seed_key(seed: int | np.ndarray) -> np.ndarray:

@@ -244,6 +244,8 @@ class CampaignVectorEnv(VectorEnv):
             actions = actions.reshape(-1) if actions.size == self.num_envs else actions
         if actions.shape != (self.num_envs,):
             raise ValueError(f"actions: expected shape ({self.num_envs},), got {np.shape(actions)}")
+        if actions.dtype.kind not in "biuf":  # strings, objects, None: not numbers at all
+            raise ValueError(f"actions: expected integers in [0, {self.catalog.n_offers}], got dtype {actions.dtype}")
         if not np.issubdtype(actions.dtype, np.integer):
             if not np.all(np.isfinite(actions)) or np.any(actions != np.round(actions)):
                 raise ValueError(f"actions: expected integers in [0, {self.catalog.n_offers}], got {actions.dtype} values")
@@ -263,14 +265,12 @@ class CampaignVectorEnv(VectorEnv):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = self._check_actions(actions)
         n = self.num_envs
-        reset_now = np.zeros(n, dtype=bool)
-        if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._done.any():
-            reset_now = self._done.copy()
-            self._episode[reset_now] += 1
-            self._reset_slots(np.flatnonzero(reset_now))
-        active = ~self._done
         lay, cat, camp = self.layout, self.catalog, self.campaign
+        # Finished users do not act this step: under NEXT_STEP they are reset below and their
+        # action is ignored; under DISABLED they wait for reset(). (SAME_STEP has none.)
+        active = ~self._done
 
+        # validate before any state changes, so a raised error leaves the env untouched
         allowed = self.action_masks()[np.arange(n), actions]
         invalid = active & ~allowed
         if invalid.any() and camp.invalid_action == "error":
@@ -283,6 +283,10 @@ class CampaignVectorEnv(VectorEnv):
                 f"actions[{i}]: offer {int(actions[i])} is masked ({reason}); use action_masks() "
                 "or set campaign.invalid_action=penalize"
             )
+        if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._done.any():
+            reset_now = self._done.copy()
+            self._episode[reset_now] += 1
+            self._reset_slots(np.flatnonzero(reset_now))
         effective = np.where(active & allowed, actions, 0)
         sent = effective > 0
         offers = np.maximum(effective - 1, 0)

@@ -17,10 +17,9 @@ from gymnasium.vector import AutoresetMode
 from agents.base import Policy
 from envs.vector_env import CampaignVectorEnv
 from envs.world import World
+from experiments.stats import Interval, bootstrap_mean, bootstrap_ratio
 
-METRICS = (
-    "click_rate", "conversion_rate", "return", "profit", "episode_length", "offers_sent",
-)
+METRICS = ("click_rate", "conversion_rate", "return", "profit", "episode_length", "offers_sent")
 
 
 @dataclass
@@ -36,11 +35,16 @@ class EpisodeStats:
     cost: np.ndarray
     length: np.ndarray
 
-    def user_metrics(self) -> dict[str, np.ndarray]:
-        """Per-user arrays behind each metric; rates are ratios of sums (see ``summarise``)."""
+    def summarise(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Interval]:
+        """Every metric with a bootstrap CI over users. Click and conversion rates are per
+        offer sent (ratio of sums); the others are per user-episode means."""
         return {
-            "return": self.ret, "profit": self.profit, "episode_length": self.length,
-            "offers_sent": self.offers_sent,
+            "click_rate": bootstrap_ratio(self.clicks, self.offers_sent, n_boot, level, seed),
+            "conversion_rate": bootstrap_ratio(self.conversions, self.offers_sent, n_boot, level, seed),
+            "return": bootstrap_mean(self.ret, n_boot, level, seed),
+            "profit": bootstrap_mean(self.profit, n_boot, level, seed),
+            "episode_length": bootstrap_mean(self.length, n_boot, level, seed),
+            "offers_sent": bootstrap_mean(self.offers_sent, n_boot, level, seed),
         }
 
 

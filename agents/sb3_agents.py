@@ -1,0 +1,139 @@
+"""Stable-Baselines3 agents built from config, trained on the batched env, used as Policies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.vec_env import VecMonitor
+
+from envs.sb3 import SB3VecEnv
+from envs.vector_env import CampaignVectorEnv
+
+_MASKABLE = ("maskable_ppo",)
+
+
+def algorithm_class(algo: str) -> type[BaseAlgorithm]:
+    if algo in ("ppo", "a2c", "dqn"):
+        return {"ppo": PPO, "a2c": A2C, "dqn": DQN}[algo]
+    from sb3_contrib import MaskablePPO, RecurrentPPO
+
+    return {"maskable_ppo": MaskablePPO, "recurrent_ppo": RecurrentPPO}[algo]
+
+
+class CampaignMetricsCallback(BaseCallback):
+    """Records campaign scalars to TensorBoard at the end of every rollout:
+    ``campaign/click_rate``, ``campaign/conversion_rate`` (per offer sent),
+    ``campaign/profit_per_episode``, ``campaign/episode_length`` and ``charts/SPS``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sums = np.zeros(4)  # clicks, conversions, offers sent, profit
+        self._episodes = 0
+        self._steps_in_episodes = 0
+        self._start = time.perf_counter()
+        self._length: np.ndarray | None = None
+
+    def _on_step(self) -> bool:
+        infos, dones = self.locals["infos"], self.locals["dones"]
+        if self._length is None:
+            self._length = np.zeros(len(infos), dtype=np.int64)
+        self._sums += np.array(
+            [sum(i["click"] for i in infos), sum(i["conversion"] for i in infos),
+             sum(i["offer_sent"] for i in infos), sum(i["profit"] for i in infos)]
+        )
+        self._length += 1
+        self._episodes += int(dones.sum())
+        self._steps_in_episodes += int(self._length[dones].sum())
+        self._length[dones] = 0
+        return True
+
+    def _on_rollout_end(self) -> None:
+        clicks, conversions, sent, profit = self._sums
+        self.logger.record("campaign/click_rate", clicks / max(sent, 1.0))
+        self.logger.record("campaign/conversion_rate", conversions / max(sent, 1.0))
+        if self._episodes:
+            self.logger.record("campaign/profit_per_episode", profit / self._episodes)
+            self.logger.record("campaign/episode_length", self._steps_in_episodes / self._episodes)
+        self.logger.record("charts/SPS", int(self.num_timesteps / (time.perf_counter() - self._start)))
+        self._sums[:] = 0.0
+        self._episodes = self._steps_in_episodes = 0
+
+
+def build_agent(
+    algo: str,
+    env: CampaignVectorEnv,
+    hyperparams: dict[str, Any],
+    net_arch: list[int],
+    seed: int,
+    tensorboard_dir: Path | None,
+) -> BaseAlgorithm:
+    """An untrained SB3 model on the batched env (wrapped for SB3 and monitored)."""
+    vec = VecMonitor(SB3VecEnv(env))
+    policy = "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
+    return algorithm_class(algo)(
+        policy,
+        vec,
+        policy_kwargs={"net_arch": list(net_arch)},
+        tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None,
+        seed=seed,
+        verbose=0,
+        device="cpu",
+        **dict(hyperparams),
+    )
+
+
+def train_agent(
+    model: BaseAlgorithm, total_timesteps: int, name: str, progress: bool = True,
+    callbacks: list[BaseCallback] | None = None,
+) -> BaseAlgorithm:
+    """Train with TensorBoard scalars (SB3's plus campaign metrics) and a progress bar."""
+    callback = CallbackList([CampaignMetricsCallback(), *(callbacks or [])])
+    return model.learn(total_timesteps, callback=callback, tb_log_name=name, progress_bar=progress)
+
+
+class SB3Policy:
+    """An SB3 model behind the ``Policy`` protocol.
+
+    ``action_probs`` is the model's action distribution restricted to allowed actions and
+    renormalised (the business rules apply to every policy); ``act`` is its argmax. DQN's
+    distribution is the one-hot of its greedy Q-value.
+    """
+
+    def __init__(self, model: BaseAlgorithm, name: str) -> None:
+        if hasattr(model.policy, "lstm_actor"):
+            raise NotImplementedError(
+                f"{name}: recurrent policies need per-user LSTM state in rollouts (not supported yet)"
+            )
+        self.model, self.name = model, name
+        self.n_actions = int(model.action_space.n)
+
+    def _raw_probs(self, obs: np.ndarray) -> np.ndarray:
+        policy = self.model.policy
+        with torch.no_grad():
+            obs_t, _ = policy.obs_to_tensor(obs)
+            if hasattr(policy, "q_net"):
+                q = policy.q_net(obs_t).cpu().numpy()
+                probs = np.zeros_like(q, dtype=np.float64)
+                probs[np.arange(len(q)), q.argmax(axis=1)] = 1.0
+                return probs
+            return policy.get_distribution(obs_t).distribution.probs.cpu().numpy().astype(np.float64)
+
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        probs = self._raw_probs(obs)
+        if masks is not None:
+            probs = np.where(masks, probs, 0.0)
+            total = probs.sum(axis=1, keepdims=True)
+            fallback = masks / masks.sum(axis=1, keepdims=True)
+            probs = np.where(total > 0, probs / np.where(total > 0, total, 1.0), fallback)
+        return probs
+
+    def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        return self.action_probs(obs, masks).argmax(axis=1).astype(np.int64)

@@ -1,0 +1,159 @@
+"""Throughput of TrueWorld in user-steps per second: one-user env, gymnasium's SyncVectorEnv of
+one-user envs, and the natively batched ``CampaignVectorEnv``.
+
+    python -m benchmarks.throughput [--seconds 2.5] [--threads 1] [--sizes 1024 16384]
+
+Prints ONE JSON object on stdout; progress goes to stderr. Every variant is measured in the
+same process, with the same world and campaign, the same action distribution and the same
+autoreset semantics (see ``METHOD``), so the rates are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+METHOD = (
+    "Rate = simulated user-steps / wall seconds over a time-budgeted loop after a warm-up. "
+    "Policy cost is excluded: actions are pre-generated uniformly over all n_actions (one pool "
+    "per variant, cycled) and indexed per step, identical in cost and distribution across "
+    "variants. campaign.invalid_action='penalize', so a masked draw is executed as 'no offer' "
+    "by the env itself (every variant evaluates the masks inside step). Every variant resets "
+    "finished users on the same step, so every counted user-step is a real simulated step: "
+    "the single env calls reset() after terminated (reset time included), SyncVectorEnv and "
+    "the native env run with autoreset_mode=SAME_STEP. user-steps = step calls x num_envs."
+)
+_ACTION_POOL_STEPS = 64  # rows of pre-generated actions, cycled
+_WARMUP_SECONDS = 0.2
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=2.5, help="wall seconds measured per variant")
+    p.add_argument("--threads", type=int, default=1, help="torch / OpenMP / MKL / OpenBLAS threads")
+    p.add_argument("--sync-envs", type=int, default=16, help="one-user envs inside SyncVectorEnv")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 16384], help="native batch sizes N")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _timed(step, user_steps_per_call: int, seconds: float) -> dict[str, float]:
+    """Call ``step(i)`` for i = 0, 1, ... for ``seconds`` after a short warm-up."""
+    i, end = 0, time.perf_counter() + _WARMUP_SECONDS
+    while time.perf_counter() < end:
+        step(i)
+        i += 1
+    calls, start = 0, time.perf_counter()
+    end = start + seconds
+    now = start
+    while now < end:
+        step(i + calls)
+        calls += 1
+        now = time.perf_counter()
+    elapsed = now - start
+    return {
+        "user_steps_per_s": calls * user_steps_per_call / elapsed,
+        "step_calls": calls,
+        "user_steps": calls * user_steps_per_call,
+        "seconds": elapsed,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse(argv)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # before numpy / torch load their BLAS
+    import gymnasium
+    import numpy as np
+    import torch
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    from envs import CampaignConfig, CampaignEnv, CampaignVectorEnv, TrueWorld, TrueWorldConfig
+
+    torch.set_num_threads(args.threads)
+    world_config, campaign = TrueWorldConfig(), CampaignConfig(invalid_action="penalize")
+    n_actions = TrueWorld(world_config).catalog.n_actions
+    g = np.random.default_rng(args.seed)
+
+    def pool(n: int) -> np.ndarray:
+        return g.integers(0, n_actions, size=(_ACTION_POOL_STEPS, n), dtype=np.int64)
+
+    results: dict[str, dict] = {}
+
+    # one user, gymnasium API loop
+    _log("single CampaignEnv ...")
+    env = CampaignEnv(campaign=campaign, world_config=world_config)
+    env.reset(seed=args.seed)
+    single_actions = [int(a) for a in pool(1)[:, 0]]
+
+    def single_step(i: int) -> None:
+        terminated = env.step(single_actions[i % _ACTION_POOL_STEPS])[2]
+        if terminated:
+            env.reset()
+
+    results["single_env"] = {"num_envs": 1, **_timed(single_step, 1, args.seconds)}
+
+    # gymnasium SyncVectorEnv of one-user envs
+    k = args.sync_envs
+    _log(f"SyncVectorEnv x {k} ...")
+    sync = SyncVectorEnv(
+        [lambda: CampaignEnv(campaign=campaign, world_config=world_config) for _ in range(k)],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
+    sync.reset(seed=args.seed)
+    sync_actions = pool(k)
+    results[f"sync_vector_env_{k}"] = {
+        "num_envs": k, **_timed(lambda i: sync.step(sync_actions[i % _ACTION_POOL_STEPS]), k, args.seconds)
+    }
+    sync.close()
+
+    # the natively batched core
+    for n in args.sizes:
+        _log(f"native CampaignVectorEnv N={n} ...")
+        native = CampaignVectorEnv(TrueWorld(world_config, n_users=n), campaign, AutoresetMode.SAME_STEP)
+        native.reset(seed=args.seed)
+        native_actions = pool(n)
+        results[f"native_{n}"] = {
+            "num_envs": n,
+            **_timed(lambda i, e=native, a=native_actions: e.step(a[i % _ACTION_POOL_STEPS]), n, args.seconds),
+        }
+
+    sync_rate = results[f"sync_vector_env_{k}"]["user_steps_per_s"]
+    out: dict = {
+        "benchmark": "throughput",
+        "unit": "user_steps_per_s",
+        "world": "TrueWorld (default TrueWorldConfig)",
+        "campaign": {"horizon": campaign.horizon, "budget": campaign.budget, "invalid_action": campaign.invalid_action},
+        "method": METHOD,
+        "results": results,
+    }
+    for n in args.sizes:
+        out[f"native_vs_sync_ratio_{n}"] = results[f"native_{n}"]["user_steps_per_s"] / sync_rate
+    out["native_vs_single_ratio"] = {
+        str(n): results[f"native_{n}"]["user_steps_per_s"] / results["single_env"]["user_steps_per_s"]
+        for n in args.sizes
+    }
+    out["target"] = {"native_vs_sync_ratio": 100.0}
+    out["metadata"] = {
+        "torch_threads": torch.get_num_threads(),
+        "thread_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "numpy_version": np.__version__,
+        "torch_version": torch.__version__,
+        "gymnasium_version": gymnasium.__version__,
+        "python_version": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+        "seconds_per_variant": args.seconds,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

@@ -1,0 +1,106 @@
+"""Structured configs: the types behind ``conf/``.
+
+Hydra merges the yaml groups into these dataclasses, so a wrong key or a wrong type fails
+before any work starts ("Key 'n_ofers' not in 'TrueWorldConfig'"); ``load`` then builds the
+dataclasses, whose ``__post_init__`` checks values (ranges, choices) with one-line messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from envs.true_world import TrueWorldConfig
+from envs.vector_env import CampaignConfig
+
+ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
+
+
+@dataclass
+class AgentConfig:
+    """An SB3 agent: algorithm, budget of env steps, hyperparameters passed to its constructor."""
+
+    algo: str = "ppo"
+    total_timesteps: int = 100_000
+    n_envs: int = 64  # users stepped together in the batched env
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"agent.algo: got {self.algo!r}, expected one of {ALGOS}")
+        if self.total_timesteps < 1:
+            raise ValueError(f"agent.total_timesteps: must be >= 1, got {self.total_timesteps}")
+        if self.n_envs < 1:
+            raise ValueError(f"agent.n_envs: must be >= 1, got {self.n_envs}")
+
+
+@dataclass
+class LogsConfig:
+    """How the logged data is generated: the logging policy run in TrueWorld."""
+
+    n_users: int = 5000
+    temperature: float = 0.5
+    epsilon: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.n_users < 10:
+            raise ValueError(f"experiment.logs.n_users: must be >= 10, got {self.n_users}")
+
+
+@dataclass
+class EvaluationConfig:
+    n_users: int = 4000  # users per policy, the same users for every policy
+    n_bootstrap: int = 1000
+    ci_level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.n_users < 2:
+            raise ValueError(f"experiment.evaluation.n_users: must be >= 2, got {self.n_users}")
+        if not 0.5 <= self.ci_level < 1.0:
+            raise ValueError(f"experiment.evaluation.ci_level: must be in [0.5, 1), got {self.ci_level}")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    seed: int = 0
+    torch_threads: int = 1  # two threads collapse under contention on small shared machines
+    progress: bool = True
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        if self.torch_threads < 1:
+            raise ValueError(f"experiment.torch_threads: must be >= 1, got {self.torch_threads}")
+
+
+@dataclass
+class Config:
+    world: TrueWorldConfig = field(default_factory=TrueWorldConfig)
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    cs.store(group="world", name="schema", node=TrueWorldConfig)
+    cs.store(group="campaign", name="schema", node=CampaignConfig)
+    cs.store(group="agent", name="schema", node=AgentConfig)
+    cs.store(group="experiment", name="schema", node=ExperimentConfig)
+
+
+def load(cfg: DictConfig) -> Config:
+    """Turn a composed Hydra config into validated dataclasses (one-line errors)."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except Exception as exc:  # OmegaConf wraps __post_init__ errors with a long context
+        cause = exc.__cause__ or exc
+        raise ValueError(str(cause).splitlines()[0]) from None
+    assert isinstance(config, Config)
+    return config

@@ -1,0 +1,105 @@
+"""Turn a run's results into plots, ``report.md`` and a self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import markdown
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from experiments.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
+
+_PANELS = (("profit", "profit per user"), ("click_rate", "click rate per offer"),
+           ("conversion_rate", "conversion rate per offer"), ("episode_length", "episode length (retention)"))
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_policy_metrics(policies: dict[str, dict[str, dict[str, float]]], path: Path, title: str) -> None:
+    """One panel per metric: a bar per policy with its 95% CI."""
+    names = sorted(policies, key=lambda p: policies[p]["profit"]["mean"])
+    fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.2 * len(_PANELS), 0.45 * len(names) + 1.6), sharey=True)
+    for ax, (metric, label) in zip(axes, _PANELS):
+        means = [policies[p][metric]["mean"] for p in names]
+        lo = [policies[p][metric]["mean"] - policies[p][metric]["ci_low"] for p in names]
+        hi = [policies[p][metric]["ci_high"] - policies[p][metric]["mean"] for p in names]
+        colors = ["tab:orange" if p in ("ppo", "a2c", "dqn", "maskable_ppo") else "tab:blue" for p in names]
+        ax.barh(names, means, xerr=[lo, hi], color=colors, capsize=3)
+        ax.set_title(label)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> bool:
+    """Training scalars read from the TensorBoard event files; False if there are none."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return False
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.2))
+    axes = [axes] if len(curves) == 1 else list(axes)
+    for ax, (tag, points) in zip(axes, curves.items()):
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker=".")
+        ax.set_title(tag)
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def read_scalars(event_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """Scalars from every TensorBoard event file under ``event_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    curves: dict[str, list[tuple[int, float]]] = {t: [] for t in tags}
+    for events in sorted(Path(event_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in tags:
+            if tag in acc.Tags().get("scalars", []):
+                curves[tag].extend((e.step, e.value) for e in acc.Scalars(tag))
+    return curves
+
+
+def _fmt(iv: dict[str, float]) -> str:
+    return f"{iv['mean']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
+
+
+def policy_table(policies: dict[str, dict[str, dict[str, float]]], metrics: tuple[str, ...]) -> str:
+    rows = ["| policy | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name in sorted(policies, key=lambda p: -policies[p]["profit"]["mean"]):
+        rows.append(f"| {name} | " + " | ".join(_fmt(policies[name][m]) for m in metrics) + " |")
+    return "\n".join(rows)
+
+
+def write_report(out_dir: Path, sections: list[tuple[str, str]], title: str) -> None:
+    """``report.md`` from (heading, markdown body) sections; ``report.html`` is the same
+    content with every image embedded, so the file can be mailed or archived alone."""
+    md = f"# {title}\n\n" + "\n\n".join(f"## {h}\n\n{body}" for h, body in sections) + "\n"
+    atomic_write_text(out_dir / "report.md", md)
+    html_body = markdown.markdown(md, extensions=["tables"])
+    for png in sorted(out_dir.glob("*.png")):
+        data = base64.b64encode(png.read_bytes()).decode()
+        html_body = html_body.replace(f'src="{png.name}"', f'src="data:image/png;base64,{data}"')
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{style}</style></head><body>{html_body}</body></html>\n")
+    atomic_write_text(out_dir / "report.html", html)
+
+
+def data_summary_md(summary: dict[str, Any]) -> str:
+    return "\n".join(f"- **{k}**: {v}" for k, v in summary.items())

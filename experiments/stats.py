@@ -1,0 +1,53 @@
+"""Percentile-bootstrap confidence intervals over users.
+
+Rates (click rate, conversion rate per offer sent) are ratios of sums, resampled as ratios of
+sums of the same bootstrap sample of users, so the CI reflects that users differ in how many
+offers they receive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high}
+
+    def excludes_zero(self) -> bool:
+        return self.ci_low > 0.0 or self.ci_high < 0.0
+
+
+def _indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    if n < 2:
+        raise ValueError(f"bootstrap: need at least 2 users, got {n}")
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """Mean of per-user values with a percentile-bootstrap CI."""
+    values = np.asarray(values, dtype=np.float64)
+    boots = values[_indices(len(values), n_boot, seed)].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(values.mean()), float(lo), float(hi))
+
+
+def bootstrap_ratio(
+    numerator: np.ndarray, denominator: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> Interval:
+    """sum(numerator) / sum(denominator) over users, with a percentile-bootstrap CI."""
+    num, den = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    idx = _indices(len(num), n_boot, seed)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boots = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+        point = num.sum() / den.sum() if den.sum() > 0 else 0.0
+    boots = np.nan_to_num(boots, nan=0.0)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(point), float(lo), float(hi))

@@ -1,0 +1,120 @@
+"""Open Bandit Dataset loader on the samples shipped in the obp==0.4.1 wheel (obp is never imported)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+from importlib import metadata as importlib_metadata
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pytest
+
+from recsys import obd
+from recsys.logs import log_metadata, validate_logs
+from recsys.obd import load_obd, obd_files, obd_item_context
+
+try:
+    importlib_metadata.distribution("obp")
+except importlib_metadata.PackageNotFoundError:  # pragma: no cover
+    pytest.skip("obp wheel (OBD sample files) not installed: pip install --no-deps obp==0.4.1", allow_module_level=True)
+
+N_ROWS = 10_000
+RANDOM_ALL_CLICK_RATE = 0.0038  # measured on the obp 0.4.1 sample: 38 clicks in 10,000 rows
+
+
+@pytest.fixture(scope="module")
+def random_all():
+    return load_obd("random", "all")
+
+
+def test_random_all_maps_into_the_schema(random_all):
+    t = random_all
+    s = validate_logs(t)
+    assert t.num_rows == N_ROWS and s.n_users == N_ROWS and s.mean_episode_length == 1.0
+    assert s.n_actions == 80 and log_metadata(t)["n_actions"] == 80
+    assert log_metadata(t)["source"] == "obd/random/all"
+    assert np.array_equal(t["user_id"].to_numpy(), np.arange(N_ROWS)) and np.all(t["step"].to_numpy() == 0)
+    prop = t["propensity"].to_numpy()
+    assert np.all((prop > 0) & (prop <= 1))
+    assert np.allclose(prop, 1 / 80)  # the random policy's propensity of each item
+    assert set(np.unique(t["position"].to_numpy())) == {1, 2, 3}  # OBD slots kept as 1..3
+    assert set(np.unique(t["action"].to_numpy())) == set(range(80))
+    assert s.categorical_features == tuple(f"user_feature_{k}" for k in range(4))
+    assert s.numeric_features == () and s.conversion_rate is None
+    assert "timestamp" in s.extra_columns
+
+
+def test_random_all_click_rate(random_all):
+    rate = float(np.mean(random_all["click"].to_numpy()))
+    sd = math.sqrt(RANDOM_ALL_CLICK_RATE * (1 - RANDOM_ALL_CLICK_RATE) / N_ROWS)
+    assert abs(rate - RANDOM_ALL_CLICK_RATE) <= 3 * sd, rate
+    assert 0.002 < rate < 0.006  # OBD's known order of magnitude (~0.35-0.5% CTR)
+
+
+def test_user_feature_codes_follow_the_sorted_vocabulary(random_all):
+    csv, _ = obd_files("random", "all")
+    raw = pcsv.read_csv(csv, convert_options=pcsv.ConvertOptions(include_columns=["item_id", "user_feature_2"]))
+    vocab = log_metadata(random_all)["categories"]["user_feature_2"]
+    assert vocab == sorted(vocab) and len(vocab) == log_metadata(random_all)["categorical_cardinality"]["user_feature_2"]
+    codes = random_all["cat_user_feature_2"].to_numpy()
+    assert [vocab[c] for c in codes] == raw["user_feature_2"].to_pylist()
+    assert np.array_equal(random_all["action"].to_numpy(), raw["item_id"].to_numpy())
+
+
+@pytest.mark.parametrize(("policy", "campaign", "n_items"), [("bts", "all", 80), ("random", "men", 34), ("bts", "women", 46)])
+def test_other_policies_and_campaigns(policy, campaign, n_items):
+    t = load_obd(policy, campaign)
+    s = validate_logs(t)
+    assert t.num_rows == N_ROWS and s.n_actions == n_items
+    assert obd_item_context(policy, campaign).num_rows == n_items
+    prop = t["propensity"].to_numpy()
+    assert np.all((prop > 0) & (prop <= 1))
+    if policy == "bts":
+        assert prop.std() > 0  # Bernoulli Thompson sampling: propensities vary per impression
+
+
+def test_affinity_columns_are_optional(random_all):
+    t = load_obd(include_affinity=True)
+    s = validate_logs(t)
+    assert s.numeric_features == tuple(f"affinity_{j}" for j in range(80))
+    assert t.select(random_all.column_names).equals(random_all)
+
+
+def test_item_context():
+    items = obd_item_context()
+    assert items.num_rows == 80 and np.array_equal(items["item_id"].to_numpy(), np.arange(80))
+    assert items.column_names == ["item_id", "num_item_feature_0", *(f"cat_item_feature_{k}" for k in (1, 2, 3))]
+    cards = log_metadata(items)["categorical_cardinality"]
+    for k in (1, 2, 3):
+        codes = items[f"cat_item_feature_{k}"].to_numpy()
+        assert codes.min() == 0 and codes.max() == cards[f"item_feature_{k}"] - 1
+
+
+def test_explicit_path_root_or_csv(tmp_path, random_all):
+    csv, _ = obd_files("random", "all")
+    shutil.copytree(csv.parent, tmp_path / "random" / "all")
+    assert load_obd("random", "all", path=tmp_path).equals(random_all, check_metadata=True)
+    assert load_obd(path=tmp_path / "random" / "all" / "all.csv").equals(random_all)
+    with pytest.raises(FileNotFoundError, match="obd: no log file") as err:
+        load_obd("bts", "all", path=tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_obp_wheel_gives_install_hint(monkeypatch):
+    def not_installed(name):
+        raise importlib_metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(obd.importlib_metadata, "distribution", not_installed)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps obp==0\.4\.1.*path=") as err:
+        load_obd()
+    assert "\n" not in str(err.value)
+
+
+def test_bad_choices_and_obp_never_imported():
+    with pytest.raises(ValueError, match="behavior_policy"):
+        load_obd("epsilon_greedy")
+    with pytest.raises(ValueError, match="campaign"):
+        load_obd("random", "kids")
+    assert "obp" not in sys.modules

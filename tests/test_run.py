@@ -1,0 +1,84 @@
+"""The main job end to end on tiny sizes: artifacts, contract shape, determinism, config errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments import run as run_module
+
+CONF = str(Path(__file__).resolve().parent.parent / "conf")
+TINY = [
+    "experiment=smoke", "experiment.progress=false", "experiment.logs.n_users=200",
+    "experiment.evaluation.n_users=300", "experiment.evaluation.n_bootstrap=100",
+    "agent.total_timesteps=1024", "agent.n_envs=16", "agent.hyperparams.n_steps=32",
+    "agent.hyperparams.batch_size=128",
+]
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("run")
+    return out, run_module.run(_compose(TINY), out)
+
+
+def test_run_writes_every_artifact(tiny_run):
+    out, _ = tiny_run
+    for name in ("logs.parquet", "results.json", "report.md", "report.html", "policy_metrics.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="policy_metrics.png"' not in html
+
+
+def test_results_follow_the_contract(tiny_run):
+    out, results = tiny_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(results))
+    policies = on_disk["worlds"]["true"]["policies"]
+    assert {"ppo", "random", "greedy", "logging", "oracle_greedy", "nurture"} <= set(policies)
+    for name, metrics in policies.items():
+        for metric in ("click_rate", "conversion_rate", "return", "profit", "episode_length"):
+            iv = metrics[metric]
+            assert iv["ci_low"] <= iv["mean"] <= iv["ci_high"], (name, metric, iv)
+    assert policies["no_offer"]["click_rate"]["mean"] == 0.0
+    assert on_disk["config"]["experiment"]["seed"] == 0
+    assert on_disk["provenance"]["packages"]["torch"]
+
+
+def test_same_seed_same_results(tiny_run, tmp_path):
+    out, _ = tiny_run
+    run_module.run(_compose(TINY), tmp_path)
+    first = json.loads((out / "results.json").read_text())
+    second = json.loads((tmp_path / "results.json").read_text())
+    assert first["worlds"] == second["worlds"]
+    assert (out / "logs.parquet").read_bytes() == (tmp_path / "logs.parquet").read_bytes()
+
+
+def test_wrong_config_key_and_value_fail_clearly(tmp_path):
+    with pytest.raises(Exception, match="n_ofers"):
+        _compose(TINY + ["world.n_ofers=3"])
+    with pytest.raises(ValueError, match="campaign.reward"):
+        run_module.run(_compose(TINY + ["campaign.reward=clicks"]), tmp_path)
+    with pytest.raises(ValueError, match="agent.algo"):
+        run_module.run(_compose(TINY + ["agent.algo=sac"]), tmp_path)
+
+
+def test_multirun_over_seeds_with_the_basic_launcher(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.run", "-m", *TINY, "experiment.seed=0,1",
+           f"hydra.sweep.dir={tmp_path}"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+    results = sorted(tmp_path.rglob("results.json"))
+    assert len(results) == 2
+    seeds = {json.loads(p.read_text())["config"]["experiment"]["seed"] for p in results}
+    assert seeds == {0, 1}
