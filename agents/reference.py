@@ -69,25 +69,35 @@ class GreedyHeuristicPolicy(DeterministicPolicy):
 
 
 class LoggingPolicy(StochasticPolicy):
-    """Softmax over the heuristic score, mixed with ``epsilon`` uniform over allowed actions,
-    so every allowed action has propensity >= epsilon / n_actions."""
+    """What generates the logs: with probability ``rest_probability`` send nothing (a
+    contact-cadence rule), otherwise sample the softmax of the heuristic score mixed with
+    ``epsilon`` uniform over allowed actions. Every allowed action has propensity >=
+    (1 - rest_probability) * epsilon / n_actions, so off-policy estimators have support."""
 
     name = "logging"
 
-    def __init__(self, env: CampaignVectorEnv, temperature: float = 0.5, epsilon: float = 0.2, seed: int = 0) -> None:
+    def __init__(
+        self, env: CampaignVectorEnv, temperature: float = 0.5, epsilon: float = 0.2,
+        rest_probability: float = 0.3, seed: int = 0,
+    ) -> None:
         super().__init__(seed)
         if temperature <= 0:
             raise ValueError(f"logging.temperature: must be > 0, got {temperature}")
         if not 0.0 < epsilon <= 1.0:
             raise ValueError(f"logging.epsilon: must be in (0, 1], got {epsilon}")
+        if not 0.0 <= rest_probability < 1.0:
+            raise ValueError(f"logging.rest_probability: must be in [0, 1), got {rest_probability}")
         self.env, self.temperature, self.epsilon = env, temperature, epsilon
+        self.rest_probability = rest_probability
         self.n_actions = env.catalog.n_actions
 
     def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         soft = masked_softmax(heuristic_scores(self.env, obs), masks, self.temperature)
         allowed = masks if masks is not None else np.ones_like(soft, dtype=bool)
         uniform = allowed / allowed.sum(axis=1, keepdims=True)
-        return (1.0 - self.epsilon) * soft + self.epsilon * uniform
+        probs = (1.0 - self.rest_probability) * ((1.0 - self.epsilon) * soft + self.epsilon * uniform)
+        probs[:, 0] += self.rest_probability
+        return probs
 
 
 def _true_world(env: CampaignVectorEnv) -> TrueWorld:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecMonitor
 
+from agents.base import StochasticPolicy
 from envs.sb3 import SB3VecEnv
 from envs.vector_env import CampaignVectorEnv
 
@@ -99,20 +99,21 @@ def train_agent(
     return model.learn(total_timesteps, callback=callback, tb_log_name=name, progress_bar=progress)
 
 
-class SB3Policy:
+class SB3Policy(StochasticPolicy):
     """An SB3 model behind the ``Policy`` protocol.
 
     ``action_probs`` is the model's action distribution restricted to allowed actions and
-    renormalised (the business rules apply to every policy); ``act`` is its argmax. DQN's
-    distribution is the one-hot of its greedy Q-value.
+    renormalised (the business rules apply to every policy). ``act`` samples from it, or takes
+    its argmax when ``deterministic``. DQN's distribution is the one-hot of its greedy Q-value.
     """
 
-    def __init__(self, model: BaseAlgorithm, name: str) -> None:
+    def __init__(self, model: BaseAlgorithm, name: str, deterministic: bool = False, seed: int = 0) -> None:
         if hasattr(model.policy, "lstm_actor"):
             raise NotImplementedError(
                 f"{name}: recurrent policies need per-user LSTM state in rollouts (not supported yet)"
             )
-        self.model, self.name = model, name
+        super().__init__(seed)
+        self.model, self.name, self.deterministic = model, name, deterministic
         self.n_actions = int(model.action_space.n)
 
     def _raw_probs(self, obs: np.ndarray) -> np.ndarray:
@@ -136,4 +137,6 @@ class SB3Policy:
         return probs
 
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
-        return self.action_probs(obs, masks).argmax(axis=1).astype(np.int64)
+        if self.deterministic:
+            return self.action_probs(obs, masks).argmax(axis=1).astype(np.int64)
+        return super().act(obs, masks)

@@ -46,6 +46,7 @@ from envs.world import World
 REWARDS = ("click", "conversion", "profit", "weighted")
 _NUMERIC_CLIP = 5.0
 _STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN = 1, 2, 3
+_STREAMS = np.array([_STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN])
 
 
 @dataclass
@@ -109,6 +110,7 @@ class _Layout:
         self.offer_exposure = self._add([f"exposure_offer_{i}" for i in range(a)])
         self.category_exposure = self._add([f"exposure_category_{i}" for i in range(c)])
         self.category_clicks = self._add([f"clicks_category_{i}" for i in range(c)])
+        self.decayed = slice(self.offer_exposure.start, self.category_clicks.stop)  # the three above
         self.clicked_last = self._add(["clicked_last"]).start
         self.conversions = self._add(["conversions"]).start
         self.since_offer = self._add(["time_since_offer"]).start
@@ -280,7 +282,7 @@ class CampaignVectorEnv(VectorEnv):
                 else "worst-case cost exceeds the budget left"
             )
             raise ValueError(
-                f"actions[{i}]: offer {int(actions[i])} is masked ({reason}); use action_masks() "
+                f"actions[{i}]: action {int(actions[i])} (offer {int(actions[i]) - 1}) is masked ({reason}); use action_masks() "
                 "or set campaign.invalid_action=penalize"
             )
         if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._done.any():
@@ -293,9 +295,8 @@ class CampaignVectorEnv(VectorEnv):
 
         p = self.world.response_probs(effective)
         t = self._t
-        u_click = rng.uniform(self._user_keys, t, _STREAM_CLICK)
-        u_convert = rng.uniform(self._user_keys, t, _STREAM_CONVERT)
-        u_churn = rng.uniform(self._user_keys, t, _STREAM_CHURN)
+        # one call for the three streams (elementwise, so the same numbers as three calls)
+        u_click, u_convert, u_churn = rng.uniform(self._user_keys[:, None], t[:, None], _STREAMS).T
         click = sent & (u_click < p.click)
         convert = click & (u_convert < p.convert)
         churn = active & (u_churn < p.churn)
@@ -306,9 +307,8 @@ class CampaignVectorEnv(VectorEnv):
 
         # observable history, updated in place for active users
         obs, decay = self._obs, np.float32(camp.history_decay)
-        rows = np.flatnonzero(active)
-        for s in (lay.offer_exposure, lay.category_exposure, lay.category_clicks):
-            obs[rows, s] *= decay
+        rows = slice(None) if active.all() else np.flatnonzero(active)  # a slice skips fancy indexing
+        obs[rows, lay.decayed] *= decay
         srows, soff = np.flatnonzero(sent), offers[sent]
         obs[srows, lay.offer_exposure.start + soff] += 1.0
         obs[srows, lay.category_exposure.start + cat.category[soff]] += 1.0

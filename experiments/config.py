@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from envs.true_world import TrueWorldConfig
 from envs.vector_env import CampaignConfig
 
+MAX_USERS = 5_000_000  # per seed and purpose: user ids come from disjoint blocks (experiments.run)
 ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
 
 
@@ -28,6 +29,7 @@ class AgentConfig:
     n_envs: int = 64  # users stepped together in the batched env
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = field(default_factory=dict)
+    deterministic_eval: bool = False  # evaluate the argmax action instead of sampling the policy
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -45,10 +47,11 @@ class LogsConfig:
     n_users: int = 5000
     temperature: float = 0.5
     epsilon: float = 0.2
+    rest_probability: float = 0.3  # share of steps the logging policy sends nothing
 
     def __post_init__(self) -> None:
-        if self.n_users < 10:
-            raise ValueError(f"experiment.logs.n_users: must be >= 10, got {self.n_users}")
+        if not 10 <= self.n_users <= MAX_USERS:
+            raise ValueError(f"experiment.logs.n_users: must be in [10, {MAX_USERS}], got {self.n_users}")
 
 
 @dataclass
@@ -58,8 +61,8 @@ class EvaluationConfig:
     ci_level: float = 0.95
 
     def __post_init__(self) -> None:
-        if self.n_users < 2:
-            raise ValueError(f"experiment.evaluation.n_users: must be >= 2, got {self.n_users}")
+        if not 2 <= self.n_users <= MAX_USERS:
+            raise ValueError(f"experiment.evaluation.n_users: must be in [2, {MAX_USERS}], got {self.n_users}")
         if not 0.5 <= self.ci_level < 1.0:
             raise ValueError(f"experiment.evaluation.ci_level: must be in [0.5, 1), got {self.ci_level}")
 

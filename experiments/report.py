@@ -30,7 +30,7 @@ def plot_policy_metrics(policies: dict[str, dict[str, dict[str, float]]], path: 
     """One panel per metric: a bar per policy with its 95% CI."""
     names = sorted(policies, key=lambda p: policies[p]["profit"]["mean"])
     fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.2 * len(_PANELS), 0.45 * len(names) + 1.6), sharey=True)
-    for ax, (metric, label) in zip(axes, _PANELS):
+    for ax, (metric, label) in zip(axes, _PANELS, strict=True):
         means = [policies[p][metric]["mean"] for p in names]
         lo = [policies[p][metric]["mean"] - policies[p][metric]["ci_low"] for p in names]
         hi = [policies[p][metric]["ci_high"] - policies[p][metric]["mean"] for p in names]
@@ -49,8 +49,8 @@ def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path)
         return False
     fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.2))
     axes = [axes] if len(curves) == 1 else list(axes)
-    for ax, (tag, points) in zip(axes, curves.items()):
-        steps, values = zip(*points)
+    for ax, (tag, points) in zip(axes, curves.items(), strict=True):
+        steps, values = zip(*points, strict=True)
         ax.plot(steps, values, marker=".")
         ax.set_title(tag)
         ax.set_xlabel("env steps")

@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agents.reference import (
-    GreedyHeuristicPolicy, LoggingPolicy, NoOfferPolicy, NurturePolicy, OracleGreedyPolicy, RandomPolicy,
+    GreedyHeuristicPolicy,
+    LoggingPolicy,
+    NoOfferPolicy,
+    NurturePolicy,
+    OracleGreedyPolicy,
+    RandomPolicy,
 )
 from agents.sb3_agents import SB3Policy, build_agent, train_agent
 from envs.true_world import TrueWorld
@@ -30,7 +34,12 @@ from envs.vector_env import CampaignConfig, CampaignVectorEnv
 from experiments import config as config_module
 from experiments.artifacts import atomic_write_json, provenance
 from experiments.report import (
-    data_summary_md, plot_learning_curves, plot_policy_metrics, policy_table, read_scalars, write_report,
+    data_summary_md,
+    plot_learning_curves,
+    plot_policy_metrics,
+    policy_table,
+    read_scalars,
+    write_report,
 )
 from experiments.rollout import METRICS, make_env_factory, rollout
 from experiments.stats import bootstrap_mean
@@ -41,6 +50,7 @@ config_module.register()
 
 # Paired comparisons shown in the report: (challenger, baseline), on profit per user.
 COMPARISONS = (("nurture", "oracle_greedy"), ("ppo", "greedy"), ("ppo", "oracle_greedy"), ("ppo", "logging"))
+USERS_PER_SEED = 10_000_000  # user-id block per experiment seed: half for logs, half for evaluation
 LEARNING_CURVE_TAGS = ("rollout/ep_rew_mean", "campaign/profit_per_episode", "campaign/click_rate")
 
 
@@ -51,11 +61,15 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     world_factory = lambda n: TrueWorld(config.world, n_users=n)  # noqa: E731
     make_env = make_env_factory(world_factory, config.campaign)
 
+    # Users are numbered from disjoint blocks per seed, so runs with seeds 0 and 1 share no user.
+    logs_users_from = seed * USERS_PER_SEED
+    eval_users_from = logs_users_from + USERS_PER_SEED // 2
+
     # 1. Logged data: the logging policy in TrueWorld.
     log.info("generating logs for %d users", exp.logs.n_users)
     logs = generate_logs(
-        make_env, lambda env: LoggingPolicy(env, exp.logs.temperature, exp.logs.epsilon, seed=seed),
-        n_users=exp.logs.n_users, seed=seed, progress=exp.progress,
+        make_env, lambda env: LoggingPolicy(env, exp.logs.temperature, exp.logs.epsilon, exp.logs.rest_probability, seed=seed),
+        n_users=exp.logs.n_users, seed=logs_users_from, progress=exp.progress,
     )
     write_logs(logs, out / "logs.parquet")
     logs_summary = validate_logs(logs)
@@ -71,18 +85,17 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     train_agent(model, agent_cfg.total_timesteps, agent_cfg.algo, progress=exp.progress)
 
     # 3. Paired evaluation: every policy meets the same users (seeds) with the same draws.
-    eval_seed = seed + 1_000_003  # users never seen in the logs
     policies = {
-        agent_cfg.algo: lambda env: SB3Policy(model, agent_cfg.algo),
+        agent_cfg.algo: lambda env: SB3Policy(model, agent_cfg.algo, agent_cfg.deterministic_eval, seed),
         "random": lambda env: RandomPolicy(env.catalog.n_actions, seed=seed),
         "no_offer": lambda env: NoOfferPolicy(env.catalog.n_actions),
         "greedy": GreedyHeuristicPolicy,
-        "logging": lambda env: LoggingPolicy(env, exp.logs.temperature, exp.logs.epsilon, seed=seed),
+        "logging": lambda env: LoggingPolicy(env, exp.logs.temperature, exp.logs.epsilon, exp.logs.rest_probability, seed=seed),
         "oracle_greedy": OracleGreedyPolicy,
         "nurture": NurturePolicy,
     }
     ev = exp.evaluation
-    stats = {name: rollout(make_env, factory, ev.n_users, eval_seed) for name, factory in policies.items()}
+    stats = {name: rollout(make_env, factory, ev.n_users, eval_users_from) for name, factory in policies.items()}
     summary = {
         name: {m: iv.as_dict() for m, iv in s.summarise(ev.n_bootstrap, ev.ci_level, seed).items()}
         for name, s in stats.items()
@@ -98,7 +111,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # 4. Results, plots, report.
     results = {
         "config": OmegaConf.to_container(cfg, resolve=True),
-        "seeds": {"experiment": seed, "logs_users_from": seed, "evaluation_users_from": eval_seed},
+        "seeds": {"experiment": seed, "logs_users_from": logs_users_from, "evaluation_users_from": eval_users_from},
         "provenance": provenance(),
         "data": {"logs": vars(logs_summary)},
         "worlds": {"true": {"policies": summary, "paired_differences": comparisons}},

@@ -141,7 +141,7 @@ def test_next_step_autoreset_resets_on_the_following_step_and_ignores_the_action
     env = vec_env(16)
     env.reset(seed=3)
     g = np.random.default_rng(3)
-    last_obs, _, done, _ = _until_some_terminate(env, g)
+    _, _, done, _ = _until_some_terminate(env, g)
     assert np.array_equal(env.done, done)
     actions = np.ones(16, dtype=np.int64)  # offer 0 for everyone, allowed at the start of an episode
     obs, reward, terminated, truncated, info = env.step(actions)
@@ -227,7 +227,7 @@ def test_masked_action_raises_naming_the_index_and_leaves_the_env_untouched():
     env.step(first)
     twin.step(first)
     assert not env.action_masks()[2, 3]
-    with pytest.raises(ValueError, match=r"actions\[2\]: offer 3 is masked \(frequency cap reached\)"):
+    with pytest.raises(ValueError, match=r"actions\[2\]: action 3 \(offer 2\) is masked \(frequency cap reached\)"):
         env.step(np.array([0, 0, 3, 0]))
     # the failed step changed nothing: both envs continue identically
     a = np.array([1, 2, 0, 4])
@@ -241,7 +241,7 @@ def test_budget_mask_raises_when_worst_case_cost_exceeds_budget():
     masks = env.action_masks()
     assert np.array_equal(masks[0], worst <= 1.0 + 1e-9)
     blocked = int(np.flatnonzero(~masks[1])[0])
-    with pytest.raises(ValueError, match=rf"actions\[1\]: offer {blocked} is masked \(worst-case cost"):
+    with pytest.raises(ValueError, match=rf"actions\[1\]: action {blocked} \(offer {blocked - 1}\) is masked \(worst-case cost"):
         env.step(np.array([0, blocked]))
 
 
@@ -373,14 +373,27 @@ def _flatten(trajectory):
     return np.concatenate([np.asarray(p, dtype=float) for p in parts])
 
 
+_SHARED: dict[str, CampaignVectorEnv] = {}
+
+
 @_SETTINGS
 @given(seed=st.integers(0, 2**40), policy_seed=st.integers(0, 2**31 - 1))
 def test_same_seed_same_trajectory_different_seed_different(seed, policy_seed):
-    a = _flatten(run(vec_env(4), seed, 15, policy_seed))
-    b = _flatten(run(vec_env(4), seed, 15, policy_seed))
-    c = _flatten(run(vec_env(4), seed + 4, 15, policy_seed))  # disjoint slot seeds
+    # one env reused across examples: reset(seed=...) must also wipe whatever came before
+    if "env" not in _SHARED:
+        _SHARED["env"] = vec_env(4)
+    env = _SHARED["env"]
+    a = _flatten(run(env, seed, 15, policy_seed))
+    c = _flatten(run(env, seed + 4, 15, policy_seed))  # disjoint slot seeds
+    b = _flatten(run(env, seed, 15, policy_seed))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_fresh_and_reused_envs_give_the_same_trajectory():
+    reused = vec_env(4)
+    run(reused, 99, 30, 1)
+    np.testing.assert_array_equal(_flatten(run(reused, 5, 15, 2)), _flatten(run(vec_env(4), 5, 15, 2)))
 
 
 def test_unseeded_resets_draw_fresh_users_and_reseeding_replays():
