@@ -4,6 +4,8 @@ Importing this package registers the ``campaign`` namespace:
 
 * ``campaign/TrueWorld-v0``: one user of the ground-truth world (``gymnasium.make``), or N
   users natively batched (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``).
+* ``campaign/LearnedWorld-v0``: the same for a fitted simulator; pass
+  ``simulator_dir=<run dir>/simulator`` (written by ``experiments.fit_simulator``).
 """
 
 from gymnasium.envs.registration import register, registry
@@ -37,4 +39,10 @@ if "campaign/TrueWorld-v0" not in registry:
         id="campaign/TrueWorld-v0",
         entry_point="envs.campaign_env:CampaignEnv",
         vector_entry_point="envs:make_true_vector_env",
+    )
+if "campaign/LearnedWorld-v0" not in registry:
+    register(
+        id="campaign/LearnedWorld-v0",
+        entry_point="envs.learned_world:make_learned_env",
+        vector_entry_point="envs.learned_world:make_learned_vector_env",
     )

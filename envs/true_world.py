@@ -40,6 +40,7 @@ class TrueWorldConfig:
     n_segments: int = 4
     segment_spread: float = 1.2  # sd of segment means per latent dimension
     within_segment_sd: float = 0.6
+    region_concentration: float = 0.5  # Dirichlet concentration of region given segment (lower = more revealing)
     contact_cost: float = 0.3
     value_min: float = 10.0  # revenue of a conversion, drawn uniformly per offer
     value_max: float = 60.0
@@ -47,16 +48,16 @@ class TrueWorldConfig:
     # click
     click_base: float = -2.2
     click_affinity: float = 1.0
-    fatigue_offer: float = 0.8
-    fatigue_category: float = 0.4
+    fatigue_offer: float = 1.0
+    fatigue_category: float = 0.9
     fatigue_decay: float = 0.7
     # conversion given click
-    conv_base: float = -4.0
+    conv_base: float = -3.5
     conv_interest: float = 1.0
     conv_affinity: float = 0.5
     conv_incentive: float = 3.0
-    interest_gain: float = 0.6
-    interest_click_gain: float = 0.6
+    interest_gain: float = 0.3
+    interest_click_gain: float = 1.0
     interest_decay: float = 0.9
     satiation: float = 0.5  # share of interest lost on conversion
     # churn
@@ -102,8 +103,9 @@ class TrueWorld:
         self.offer_bias = g.normal(0.0, 0.3, size=a)
         value = g.uniform(cfg.value_min, cfg.value_max, size=a)
         self.incentive = g.uniform(0.0, cfg.incentive_max, size=a)
-        self.region_probs = g.dirichlet(np.full(_REGIONS, 0.5), size=k)
+        self.region_probs = g.dirichlet(np.full(_REGIONS, cfg.region_concentration), size=k)
         self.device_weights = g.normal(0.0, 1.0, size=(d, _DEVICES))
+        self.segment_activity = g.permutation(np.linspace(1.5, 1.5 + 2.5 * (k - 1), k))
         self.catalog = Catalog(
             category=category,
             value=value,
@@ -146,9 +148,8 @@ class TrueWorld:
         noise = rng.normal(keys[:, None], 5, np.arange(3)[None, :])
         age = 40.0 + 6.0 * latent[:, 0] + 8.0 * noise[:, 0]
         tenure = np.exp(2.5 + 0.3 * latent[:, 1] + 0.6 * noise[:, 1])
-        # bimodal: segments with a positive first mean coordinate are "active" users
-        active_mode = np.where(self.segment_means[seg, 0] > 0, 6.0, 2.0)
-        activity = active_mode + 0.5 * latent[:, 2] + 0.8 * noise[:, 2]
+        # multimodal: each segment has its own typical activity level
+        activity = self.segment_activity[seg] + 0.5 * latent[:, 2] + 0.6 * noise[:, 2]
         profiles = Profiles(
             categorical=np.stack([region, device], axis=1).astype(np.int64),
             numeric=np.stack([age, tenure, activity], axis=1),

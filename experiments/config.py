@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.true_world import TrueWorldConfig
 from envs.vector_env import CampaignConfig
+from recsys.response_model import ResponseModelConfig
+from recsys.user_gan import UserGANConfig
 
 MAX_USERS = 5_000_000  # per seed and purpose: user ids come from disjoint blocks (experiments.run)
 ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
@@ -30,6 +32,7 @@ class AgentConfig:
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     hyperparams: dict[str, Any] = field(default_factory=dict)
     deterministic_eval: bool = False  # evaluate the argmax action instead of sampling the policy
+    train_world: str = "learned"  # learned (the simulator fitted on logs) | true (the ground truth)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -38,13 +41,15 @@ class AgentConfig:
             raise ValueError(f"agent.total_timesteps: must be >= 1, got {self.total_timesteps}")
         if self.n_envs < 1:
             raise ValueError(f"agent.n_envs: must be >= 1, got {self.n_envs}")
+        if self.train_world not in ("learned", "true"):
+            raise ValueError(f"agent.train_world: got {self.train_world!r}, expected 'learned' or 'true'")
 
 
 @dataclass
 class LogsConfig:
     """How the logged data is generated: the logging policy run in TrueWorld."""
 
-    n_users: int = 5000
+    n_users: int = 50000
     temperature: float = 0.5
     epsilon: float = 0.2
     rest_probability: float = 0.3  # share of steps the logging policy sends nothing
@@ -82,9 +87,28 @@ class ExperimentConfig:
 
 
 @dataclass
+class SimulatorConfig:
+    """The learned simulator: response model, user GAN, and how its fidelity is judged."""
+
+    response_model: ResponseModelConfig = field(default_factory=ResponseModelConfig)
+    user_gan: UserGANConfig = field(default_factory=UserGANConfig)
+    ablation: list[str] = field(default_factory=lambda: ["none", "logistic", "attention"])
+    fidelity_users: int = 4000  # paired users per fixed policy in each world
+    n_bootstrap: int = 200  # bootstrap draws for AUC-difference CIs
+
+    def __post_init__(self) -> None:
+        unknown = set(self.ablation) - {"gru", "none", "logistic", "attention"}
+        if unknown:
+            raise ValueError(f"simulator.ablation: unknown encoder(s) {sorted(unknown)}, expected gru|none|logistic|attention")
+        if self.fidelity_users < 2:
+            raise ValueError(f"simulator.fidelity_users: must be >= 2, got {self.fidelity_users}")
+
+
+@dataclass
 class Config:
     world: TrueWorldConfig = field(default_factory=TrueWorldConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
@@ -94,6 +118,7 @@ def register() -> None:
     cs.store(name="schema", node=Config)
     cs.store(group="world", name="schema", node=TrueWorldConfig)
     cs.store(group="campaign", name="schema", node=CampaignConfig)
+    cs.store(group="simulator", name="schema", node=SimulatorConfig)
     cs.store(group="agent", name="schema", node=AgentConfig)
     cs.store(group="experiment", name="schema", node=ExperimentConfig)
 
@@ -107,3 +132,13 @@ def load(cfg: DictConfig) -> Config:
         raise ValueError(str(cause).splitlines()[0]) from None
     assert isinstance(config, Config)
     return config
+
+
+USERS_PER_SEED = 2 * MAX_USERS  # user-id block per experiment seed: half for logs, half for evaluation
+
+
+def user_blocks(seed: int) -> tuple[int, int]:
+    """First user id of the logged users and of the evaluation users for ``seed``; blocks of
+    different seeds and purposes never overlap, so no evaluation user was ever logged."""
+    logs_from = seed * USERS_PER_SEED
+    return logs_from, logs_from + MAX_USERS

@@ -137,8 +137,11 @@ def test_policy_putting_mass_on_masked_actions_is_rejected():
         def action_probs(self, obs, masks=None):
             return np.full((len(obs), self.n), 1.0 / self.n)
 
-    with pytest.raises(ValueError, match="masked"):
-        logs(n_users=50, make_policy=Uniform)
+    def capped(n):
+        return CampaignVectorEnv(TrueWorld(TrueWorldConfig(), n), CampaignConfig(frequency_cap=1), AutoresetMode.DISABLED)
+
+    with pytest.raises(ValueError, match="masked"):  # with a cap of 1, every sent offer is masked next step
+        generate_logs(capped, Uniform, n_users=50, seed=SEED)
 
 
 # ------------------------------------------------------------------------------------ validation

@@ -14,7 +14,7 @@ from experiments import run as run_module
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 TINY = [
-    "experiment=smoke", "experiment.progress=false", "experiment.logs.n_users=200",
+    "experiment=smoke", "experiment.progress=false",
     "experiment.evaluation.n_users=300", "experiment.evaluation.n_bootstrap=100",
     "agent.total_timesteps=1024", "agent.n_envs=16", "agent.hyperparams.n_steps=32",
     "agent.hyperparams.batch_size=128",
@@ -34,24 +34,39 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_run_writes_every_artifact(tiny_run):
     out, _ = tiny_run
-    for name in ("logs.parquet", "results.json", "report.md", "report.html", "policy_metrics.png"):
+    for name in ("logs.parquet", "results.json", "report.md", "report.html", "policy_metrics_true.png",
+                 "policy_metrics_learned.png", "fidelity.json", "fidelity.md", "calibration.png", "marginals.png",
+                 "policy_values.png", "simulator/catalog.json", "simulator/response_model/model.pt",
+                 "simulator/user_gan/config.json"):
         assert (out / name).stat().st_size > 0, name
     assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event file"
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and 'src="policy_metrics.png"' not in html
+    assert "data:image/png;base64," in html and 'src="policy_metrics_true.png"' not in html
 
 
 def test_results_follow_the_contract(tiny_run):
     out, results = tiny_run
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
-    policies = on_disk["worlds"]["true"]["policies"]
-    assert {"ppo", "random", "greedy", "logging", "oracle_greedy", "nurture"} <= set(policies)
-    for name, metrics in policies.items():
-        for metric in ("click_rate", "conversion_rate", "return", "profit", "episode_length"):
-            iv = metrics[metric]
-            assert iv["ci_low"] <= iv["mean"] <= iv["ci_high"], (name, metric, iv)
-    assert policies["no_offer"]["click_rate"]["mean"] == 0.0
+    true, learned = on_disk["worlds"]["true"]["policies"], on_disk["worlds"]["learned"]["policies"]
+    assert {"ppo", "random", "greedy", "logging", "no_offer", "softmax", "oracle_greedy", "nurture"} == set(true)
+    assert set(learned) == set(true) - {"oracle_greedy", "nurture"}  # oracles need TrueWorld's hidden state
+    for world in (true, learned):
+        for name, metrics in world.items():
+            for metric in ("click_rate", "conversion_rate", "return", "profit", "episode_length"):
+                iv = metrics[metric]
+                assert iv["ci_low"] <= iv["mean"] <= iv["ci_high"], (name, metric, iv)
+        assert world["no_offer"]["click_rate"]["mean"] == 0.0
+    s2r = on_disk["sim_to_real"]
+    assert -1.0 <= s2r["kendall_tau"] <= 1.0 and set(s2r["rel_error"]) == set(learned)
+    fidelity = json.loads((out / "fidelity.json").read_text())
+    for key in ("click_auc", "click_auc_no_history", "click_auc_logistic", "segment_oracle_click_auc",
+                "oracle_click_auc", "click_ece", "conversion_auc", "segment_oracle_conversion_auc",
+                "oracle_conversion_auc", "conversion_ece", "c2st_auc", "c2st_auc_marginals_baseline",
+                "kendall_tau", "logging_ctr_rel_error", "logging_cvr_rel_error"):
+        assert isinstance(fidelity[key], float), key
+    # the oracle sees the hidden latent: on the same rows nothing learned from logs can beat it by much
+    assert fidelity["oracle_click_auc"] > fidelity["click_auc_logistic"]
     assert on_disk["config"]["experiment"]["seed"] == 0
     assert on_disk["provenance"]["packages"]["torch"]
 

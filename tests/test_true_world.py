@@ -141,9 +141,13 @@ def test_fatigue_lowers_click_probability_of_a_repeated_offer_and_its_category()
     assert np.all(after_one[:, 1 + offer] < before[:, 1 + offer])
     assert np.all(after_two[:, 1 + offer] < after_one[:, 1 + offer])
     assert np.all(after_one[:, 1 + same_cat] < before[:, 1 + same_cat])  # category fatigue
-    # offer fatigue is stronger than category fatigue
+    # the shown offer loses more than its category siblings (offer + category fatigue), on the logit scale
+    def logit(p):
+        return np.log(p / (1 - p))
+
     assert np.all(
-        before[:, 1 + offer] - after_one[:, 1 + offer] > 0.5 * (before[:, 1 + same_cat] - after_one[:, 1 + same_cat])
+        logit(before[:, 1 + offer]) - logit(after_one[:, 1 + offer])
+        > logit(before[:, 1 + same_cat]) - logit(after_one[:, 1 + same_cat]) + 0.5
     )
     assert np.array_equal(after_one[:, 1 + other_cat], before[:, 1 + other_cat])
     # fatigue decays while resting

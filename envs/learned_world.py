@@ -1,0 +1,135 @@
+"""LearnedWorld: the simulator learned from logs only, behind the same ``World`` protocol.
+
+Users are drawn from the user GAN (each profile a pure function of the user's key, like in
+TrueWorld), responses come from the response model, and the model's history state (GRU hidden
+vector or attention buffer) is the simulator's hidden user state, never observed by agents.
+All N users advance with one batched torch forward per step.
+
+A simulator directory holds ``response_model/``, ``user_gan/`` and ``catalog.json`` (the
+business's offers: category, value, discount, contact cost), as written by
+``experiments.fit_simulator``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs
+
+CATALOG_FILE = "catalog.json"
+
+
+def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
+    return {"category": catalog.category.tolist(), "value": catalog.value.tolist(),
+            "discount": catalog.discount.tolist(), "contact_cost": catalog.contact_cost}
+
+
+def catalog_from_json(d: dict[str, Any]) -> Catalog:
+    return Catalog(category=np.asarray(d["category"], dtype=np.int64), value=np.asarray(d["value"], dtype=float),
+                   discount=np.asarray(d["discount"], dtype=float), contact_cost=float(d["contact_cost"]))
+
+
+def _rows(state: Any, rows: torch.Tensor) -> Any:
+    if isinstance(state, dict):
+        return {k: v[rows] for k, v in state.items()}
+    return state[rows]
+
+
+def _assign(state: Any, rows: torch.Tensor, new: Any) -> None:
+    if isinstance(state, dict):
+        for k in state:
+            state[k][rows] = new[k]
+    else:
+        state[rows] = new
+
+
+class LearnedWorld:
+    """Batched learned simulator; implements the ``World`` protocol."""
+
+    def __init__(self, response_model: Any, user_sampler: Any, catalog: Catalog, n_users: int = 1) -> None:
+        spec = response_model.spec
+        if spec.n_actions != catalog.n_actions:
+            raise ValueError(
+                f"simulator: response model was trained for {spec.n_actions - 1} offers but the catalog has "
+                f"{catalog.n_offers}; refit the simulator on logs from this catalog"
+            )
+        if tuple(user_sampler.categorical_names) != tuple(spec.cat_names) or tuple(user_sampler.numeric_names) != tuple(spec.num_names):
+            raise ValueError(
+                "simulator: the user GAN and the response model were fitted on different profile features "
+                f"({list(user_sampler.categorical_names) + list(user_sampler.numeric_names)} vs "
+                f"{spec.cat_names + spec.num_names}); refit both on the same logs"
+            )
+        self.model, self.sampler, self.catalog, self.n_users = response_model.eval(), user_sampler, catalog, n_users
+        self.profile_schema = ProfileSchema(
+            categorical=dict(zip(spec.cat_names, spec.cardinalities, strict=True)),
+            numeric={n: (lo, sc) for n, lo, sc in zip(spec.num_names, spec.num_loc, spec.num_scale, strict=True)},
+        )
+        with torch.inference_mode():
+            cat = torch.zeros(n_users, len(spec.cat_names), dtype=torch.long)
+            num = torch.tensor(spec.num_loc, dtype=torch.float32).expand(n_users, -1).clone()
+            self._u, self._state = self.model.initial_state(cat, num)
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, n_users: int = 1) -> LearnedWorld:
+        from recsys.response_model import load_response_model
+        from recsys.user_gan import UserGAN
+
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"simulator_dir: {directory} does not exist; run python -m experiments.fit_simulator")
+        if not (directory / CATALOG_FILE).is_file():
+            raise FileNotFoundError(f"{directory / CATALOG_FILE}: missing; the simulator directory is incomplete")
+        catalog = catalog_from_json(json.loads((directory / CATALOG_FILE).read_text()))
+        return cls(load_response_model(directory / "response_model"), UserGAN.load(directory / "user_gan"),
+                   catalog, n_users)
+
+    def reset_users(self, slots: np.ndarray, keys: np.ndarray) -> Profiles:
+        cat, num = self.sampler.sample_keys(np.asarray(keys, dtype=np.uint64))
+        rows = torch.as_tensor(np.asarray(slots, dtype=np.int64))
+        with torch.inference_mode():
+            u, state = self.model.initial_state(torch.as_tensor(cat, dtype=torch.long),
+                                                torch.as_tensor(num, dtype=torch.float32))
+            self._u[rows] = u
+            _assign(self._state, rows, state)
+        return Profiles(categorical=np.asarray(cat, dtype=np.int64), numeric=np.asarray(num, dtype=np.float64))
+
+    def response_probs(self, actions: np.ndarray) -> ResponseProbs:
+        a = torch.as_tensor(np.asarray(actions, dtype=np.int64))
+        with torch.inference_mode():
+            p = torch.sigmoid(self.model.step_logits(self._u, self._state, a)).double().numpy()
+        rest = np.asarray(actions) == 0
+        return ResponseProbs(click=np.where(rest, 0.0, p[:, 0]), convert=np.where(rest, 0.0, p[:, 1]), churn=p[:, 2])
+
+    def advance(self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray) -> None:
+        rows = torch.as_tensor(np.flatnonzero(active))
+        if len(rows) == 0:
+            return
+        a = torch.as_tensor(np.asarray(actions, dtype=np.int64))[rows]
+        c = torch.as_tensor(np.asarray(click, dtype=np.float32))[rows]
+        v = torch.as_tensor(np.asarray(convert, dtype=np.float32))[rows]
+        with torch.inference_mode():
+            new = self.model.advance(_rows(self._state, rows), a, c, v)
+            _assign(self._state, rows, new)
+
+
+def make_learned_env(simulator_dir: str | Path, campaign: Any = None, **_: object) -> Any:
+    """Entry point of ``campaign/LearnedWorld-v0``: one user of a fitted simulator."""
+    from envs.campaign_env import CampaignEnv
+
+    return CampaignEnv(world=LearnedWorld.from_dir(simulator_dir, n_users=1), campaign=campaign)
+
+
+def make_learned_vector_env(
+    num_envs: int = 1, simulator_dir: str | Path = "", campaign: Any = None, autoreset_mode: str = "NextStep",
+    **_: object,
+) -> Any:
+    """Vector entry point of ``campaign/LearnedWorld-v0``: N users in one batched env."""
+    from envs.vector_env import CampaignConfig, CampaignVectorEnv
+
+    cc = campaign if isinstance(campaign, CampaignConfig) else CampaignConfig(**(campaign or {}))
+    return CampaignVectorEnv(LearnedWorld.from_dir(simulator_dir, n_users=num_envs), cc, autoreset_mode)

@@ -1,0 +1,166 @@
+"""The learned simulator: response model artifacts, LearnedWorld as a Gymnasium env, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs  # noqa: F401  (registers the ids)
+from agents.reference import LoggingPolicy
+from envs.learned_world import CATALOG_FILE, LearnedWorld, catalog_to_json
+from envs.true_world import TrueWorld, TrueWorldConfig
+from envs.vector_env import CampaignConfig, CampaignVectorEnv
+from experiments.fidelity import ece_vs_truth, paired_auc_difference
+from experiments.rollout import make_env_factory
+from recsys.logs import generate_logs, split_users
+from recsys.response_model import (
+    ResponseModelConfig,
+    fit_response_model,
+    load_response_model,
+    predict,
+    save_response_model,
+)
+from recsys.sequences import sequences_from_logs
+from recsys.user_gan import UserGANConfig, fit_user_gan, profiles_from_logs
+
+TINY_MODEL = ResponseModelConfig(epochs=3, patience=2, hidden_dim=16, embed_dim=8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    make_env = make_env_factory(lambda n: TrueWorld(TrueWorldConfig(), n), CampaignConfig())
+    logs = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=1500, seed=0)
+    seq = sequences_from_logs(logs)
+    split = split_users(seq.user_ids, seed=0)
+    return logs, seq.subset(split["train"]), seq.subset(split["validation"]), seq.subset(split["test"])
+
+
+@pytest.fixture(scope="module")
+def simulator_dir(data, tmp_path_factory):
+    logs, train, validation, _ = data
+    out = tmp_path_factory.mktemp("sim")
+    save_response_model(fit_response_model(train, validation, TINY_MODEL, progress=False), out / "response_model")
+    gan = fit_user_gan(profiles_from_logs(logs), UserGANConfig(steps=20, batch_size=100), progress=False)
+    gan.save(out / "user_gan")
+    (out / CATALOG_FILE).write_text(json.dumps(catalog_to_json(TrueWorld(TrueWorldConfig()).catalog)))
+    return out
+
+
+def test_sequences_keep_every_logged_row(data):
+    logs, train, validation, test = data
+    assert train.mask.sum() + validation.mask.sum() + test.mask.sum() == logs.num_rows
+    assert not set(train.user_ids) & set(test.user_ids)
+
+
+def test_training_beats_an_untrained_model_and_artifact_round_trips(data, tmp_path):
+    _, train, validation, test = data
+    model = fit_response_model(train, validation, TINY_MODEL, progress=False)
+    untrained = fit_response_model(train, validation, replace(TINY_MODEL, epochs=1, lr=1e-9, calibrate=False),
+                                   progress=False)
+    exposed = test.mask & (test.actions > 0)
+
+    def nll(p):
+        q = np.clip(p["click"][exposed], 1e-6, 1 - 1e-6)
+        y = test.click[exposed]
+        return -np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+    assert nll(predict(model, test)) < nll(predict(untrained, test)) - 0.05
+    save_response_model(model, tmp_path / "rm", {"note": 1})
+    state = torch.load(tmp_path / "rm" / "model.pt", weights_only=True)
+    assert "heads.weight" in state
+    again = load_response_model(tmp_path / "rm")
+    np.testing.assert_array_equal(predict(model, test)["click"], predict(again, test)["click"])
+    assert not list((tmp_path / "rm").glob("*.tmp"))
+
+
+def test_missing_or_corrupt_artifacts_fail_with_the_file_name(simulator_dir, tmp_path):
+    broken = tmp_path / "sim"
+    shutil.copytree(simulator_dir, broken)
+    (broken / "response_model" / "model.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        LearnedWorld.from_dir(broken)
+    with pytest.raises(FileNotFoundError, match="simulator_dir"):
+        LearnedWorld.from_dir(tmp_path / "nowhere")
+    (broken / "response_model" / "model.pt").write_bytes(b"not a model")
+    with pytest.raises(Exception, match="response_model"):
+        LearnedWorld.from_dir(broken)
+
+
+def test_artifact_from_another_catalog_size_is_rejected(simulator_dir, tmp_path):
+    other = tmp_path / "sim"
+    shutil.copytree(simulator_dir, other)
+    small = TrueWorld(TrueWorldConfig(n_offers=10)).catalog
+    (other / CATALOG_FILE).write_text(json.dumps(catalog_to_json(small)))
+    with pytest.raises(ValueError, match="trained for 24 offers but the catalog has 10"):
+        LearnedWorld.from_dir(other)
+
+
+def test_learned_world_passes_both_env_checkers(simulator_dir):
+    env = gym.make("campaign/LearnedWorld-v0", simulator_dir=str(simulator_dir))
+    check_env(env.unwrapped)
+    sb3_check_env(env.unwrapped)
+
+
+def test_batched_learned_world_equals_single_envs(simulator_dir):
+    """N users in one batched env follow the trajectories of N single envs with seeds s + i."""
+    n, seed, steps = 6, 11, 25
+    base = LearnedWorld.from_dir(simulator_dir, n_users=1)
+    batched = CampaignVectorEnv(LearnedWorld(base.model, base.sampler, base.catalog, n), CampaignConfig(),
+                                AutoresetMode.DISABLED)
+    singles = [CampaignVectorEnv(LearnedWorld(base.model, base.sampler, base.catalog, 1), CampaignConfig(),
+                                 AutoresetMode.DISABLED) for _ in range(n)]
+    obs, _ = batched.reset(seed=seed)
+    single_obs = np.concatenate([e.reset(seed=seed + i)[0] for i, e in enumerate(singles)])
+    np.testing.assert_allclose(obs, single_obs, atol=1e-6)
+    gen = np.random.default_rng(0)
+    for _ in range(steps):
+        masks = batched.action_masks()
+        actions = np.array([gen.choice(np.flatnonzero(m)) for m in masks])
+        obs, reward, term, _, info = batched.step(actions)
+        outs = [e.step(actions[i:i + 1]) for i, e in enumerate(singles)]
+        np.testing.assert_allclose(obs, np.concatenate([o[0] for o in outs]), atol=1e-5)
+        np.testing.assert_array_equal(term, np.concatenate([o[2] for o in outs]))
+        np.testing.assert_array_equal(info["click"], np.concatenate([o[4]["click"] for o in outs]))
+
+
+def test_learned_probabilities_are_valid_and_history_changes_them(simulator_dir):
+    world = LearnedWorld.from_dir(simulator_dir, n_users=64)
+    world.reset_users(np.arange(64), np.arange(64, dtype=np.uint64) + 7)
+    actions = np.full(64, 3)
+    before = world.response_probs(actions)
+    for p in (before.click, before.convert, before.churn):
+        assert np.all((p >= 0) & (p <= 1))
+    assert np.all(world.response_probs(np.zeros(64, dtype=np.int64)).click == 0)
+    world.advance(actions, np.ones(64, bool), np.zeros(64, bool), np.ones(64, bool))
+    after = world.response_probs(actions)
+    assert np.abs(after.click - before.click).max() > 1e-4  # the GRU state moved
+    frozen = world.response_probs(actions)
+    world.advance(actions, np.ones(64, bool), np.zeros(64, bool), np.zeros(64, bool))  # nobody active
+    np.testing.assert_array_equal(world.response_probs(actions).click, frozen.click)
+
+
+def test_ece_against_truth_is_zero_for_the_truth_and_sees_a_shift():
+    p = np.random.default_rng(0).uniform(0.01, 0.3, 10_000)
+    assert ece_vs_truth(p, p) == pytest.approx(0.0, abs=1e-12)
+    assert ece_vs_truth(p + 0.02, p) == pytest.approx(0.02, abs=1e-9)
+
+
+def test_paired_auc_difference_of_a_model_with_itself_is_exactly_zero():
+    gen = np.random.default_rng(1)
+    y = gen.random(2000) < 0.2
+    p = np.clip(0.2 + 0.2 * (y - 0.2) + gen.normal(0, 0.1, 2000), 0, 1)
+    users = np.repeat(np.arange(400), 5)
+    same = paired_auc_difference(y, p, p, users, n_boot=50)
+    assert same.mean == same.ci_low == same.ci_high == 0.0
+    better = paired_auc_difference(y, p, gen.random(2000), users, n_boot=100)
+    assert better.ci_low > 0.0
