@@ -22,6 +22,16 @@ class Policy(Protocol):
         ...
 
 
+@runtime_checkable
+class OnlinePolicy(Policy, Protocol):
+    """A policy that learns or keeps per-user state while it acts (bandits, session models).
+    Rollouts call ``observe`` after every step with the observations the actions were chosen
+    on, the actions, the rewards and the env's info dict (``click``, ``conversion``,
+    ``profit``, ``active`` = users whose step was real, ...), all batched over users."""
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, info: dict[str, np.ndarray]) -> None: ...
+
+
 class StochasticPolicy:
     """Base for policies defined by ``action_probs``: ``act`` samples from it."""
 

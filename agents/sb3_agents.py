@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
 from agents.base import StochasticPolicy
@@ -92,11 +92,31 @@ def build_agent(
 
 def train_agent(
     model: BaseAlgorithm, total_timesteps: int, name: str, progress: bool = True,
-    callbacks: list[BaseCallback] | None = None,
+    callbacks: list[BaseCallback] | None = None, checkpoint_dir: Path | None = None, checkpoint_every: int = 0,
 ) -> BaseAlgorithm:
-    """Train with TensorBoard scalars (SB3's plus campaign metrics) and a progress bar."""
-    callback = CallbackList([CampaignMetricsCallback(), *(callbacks or [])])
-    return model.learn(total_timesteps, callback=callback, tb_log_name=name, progress_bar=progress)
+    """Train up to ``total_timesteps`` env steps in all (a resumed model continues from its
+    own count) with TensorBoard scalars (SB3's plus campaign metrics), a progress bar and,
+    when ``checkpoint_every`` > 0, a checkpoint every that many env steps plus a final one."""
+    extra: list[BaseCallback] = []
+    if checkpoint_dir is not None and checkpoint_every > 0:
+        per_call = max(checkpoint_every // model.n_envs, 1)  # CheckpointCallback counts env.step calls
+        extra.append(CheckpointCallback(per_call, str(checkpoint_dir), name_prefix=name))
+    callback = CallbackList([CampaignMetricsCallback(), *extra, *(callbacks or [])])
+    remaining = max(total_timesteps - model.num_timesteps, 0)
+    model.learn(remaining, callback=callback, tb_log_name=name, progress_bar=progress,
+                reset_num_timesteps=model.num_timesteps == 0)
+    if checkpoint_dir is not None:
+        model.save(Path(checkpoint_dir) / f"{name}_final")
+    return model
+
+
+def resume_agent(algo: str, path: Path, env: CampaignVectorEnv, tensorboard_dir: Path | None) -> BaseAlgorithm:
+    """Reload a checkpoint (``<name>_<steps>_steps.zip``) to continue an interrupted training."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"agent.resume_from: {path} does not exist (checkpoints are in <run>/checkpoints/)")
+    return algorithm_class(algo).load(path, env=VecMonitor(SB3VecEnv(env)), device="cpu",
+                                      tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None)
 
 
 class SB3Policy(StochasticPolicy):
@@ -104,17 +124,19 @@ class SB3Policy(StochasticPolicy):
 
     ``action_probs`` is the model's action distribution restricted to allowed actions and
     renormalised (the business rules apply to every policy). ``act`` samples from it, or takes
-    its argmax when ``deterministic``. DQN's distribution is the one-hot of its greedy Q-value.
+    its argmax when ``deterministic``. DQN's distribution is the one-hot of its greedy
+    Q-value. Recurrent models keep one LSTM state per row of the batch they act on: the state
+    advances when ``act`` is called, and starts fresh for a batch of a new size.
     """
 
     def __init__(self, model: BaseAlgorithm, name: str, deterministic: bool = False, seed: int = 0) -> None:
-        if hasattr(model.policy, "lstm_actor"):
-            raise NotImplementedError(
-                f"{name}: recurrent policies need per-user LSTM state in rollouts (not supported yet)"
-            )
         super().__init__(seed)
         self.model, self.name, self.deterministic = model, name, deterministic
         self.n_actions = int(model.action_space.n)
+        self._recurrent = hasattr(model.policy, "lstm_actor")
+        self._lstm: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._starts: torch.Tensor | None = None
 
     def _raw_probs(self, obs: np.ndarray) -> np.ndarray:
         policy = self.model.policy
@@ -125,7 +147,16 @@ class SB3Policy(StochasticPolicy):
                 probs = np.zeros_like(q, dtype=np.float64)
                 probs[np.arange(len(q)), q.argmax(axis=1)] = 1.0
                 return probs
-            return policy.get_distribution(obs_t).distribution.probs.cpu().numpy().astype(np.float64)
+            if self._recurrent:
+                n = len(obs)
+                if self._lstm is None or self._lstm[0].shape[1] != n:
+                    shape = (policy.lstm_hidden_state_shape[0], n, policy.lstm_hidden_state_shape[2])
+                    self._lstm = (torch.zeros(shape), torch.zeros(shape))
+                    self._starts = torch.ones(n)
+                dist, self._pending = policy.get_distribution(obs_t, self._lstm, self._starts)
+            else:
+                dist = policy.get_distribution(obs_t)
+            return dist.distribution.probs.cpu().numpy().astype(np.float64)
 
     def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         probs = self._raw_probs(obs)
@@ -138,5 +169,9 @@ class SB3Policy(StochasticPolicy):
 
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         if self.deterministic:
-            return self.action_probs(obs, masks).argmax(axis=1).astype(np.int64)
-        return super().act(obs, masks)
+            actions = self.action_probs(obs, masks).argmax(axis=1).astype(np.int64)
+        else:
+            actions = super().act(obs, masks)
+        if self._recurrent:
+            self._lstm, self._starts = self._pending, torch.zeros(len(obs))
+        return actions

@@ -37,6 +37,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sync-envs", type=int, default=16, help="one-user envs inside SyncVectorEnv")
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 16384], help="native batch sizes N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learned-sizes", type=int, nargs="+", default=[1, 256, 4096], help="LearnedWorld batch sizes")
+    p.add_argument("--simulator-dir", default=None,
+                   help="a fitted simulator (experiments.fit_simulator); default: an untrained model of the "
+                        "default architecture, which costs the same per step")
     return p.parse_args(argv)
 
 
@@ -125,6 +129,19 @@ def main(argv: list[str] | None = None) -> dict:
             **_timed(lambda i, e=native, a=native_actions: e.step(a[i % _ACTION_POOL_STEPS]), n, args.seconds),
         }
 
+    # the learned simulator: env around the response model vs the model's raw step
+    learned = _learned_world_factory(args.simulator_dir, world_config)
+    for n in args.learned_sizes:
+        _log(f"LearnedWorld N={n} ...")
+        env_n = CampaignVectorEnv(learned(n), campaign, AutoresetMode.SAME_STEP)
+        env_n.reset(seed=args.seed)
+        acts = pool(n)
+        results[f"learned_{n}"] = {
+            "num_envs": n, **_timed(lambda i, e=env_n, a=acts: e.step(a[i % _ACTION_POOL_STEPS]), n, args.seconds)
+        }
+        _log(f"raw response-model step N={n} ...")
+        results[f"raw_forward_{n}"] = {"num_envs": n, **_timed(_raw_step(env_n.world, acts), n, args.seconds)}
+
     sync_rate = results[f"sync_vector_env_{k}"]["user_steps_per_s"]
     out: dict = {
         "benchmark": "throughput",
@@ -140,7 +157,15 @@ def main(argv: list[str] | None = None) -> dict:
         str(n): results[f"native_{n}"]["user_steps_per_s"] / results["single_env"]["user_steps_per_s"]
         for n in args.sizes
     }
-    out["target"] = {"native_vs_sync_ratio": 100.0}
+    big, one = max(args.learned_sizes), min(args.learned_sizes)
+    out[f"learned_vs_raw_forward_ratio_{big}"] = (
+        results[f"learned_{big}"]["user_steps_per_s"] / results[f"raw_forward_{big}"]["user_steps_per_s"])
+    out["learned_vs_raw_forward_ratio"] = out[f"learned_vs_raw_forward_ratio_{big}"]
+    out[f"learned_{big}_vs_learned_{one}_ratio"] = (
+        results[f"learned_{big}"]["user_steps_per_s"] / results[f"learned_{one}"]["user_steps_per_s"])
+    out["learned_simulator"] = args.simulator_dir or "untrained default architecture (same cost per step)"
+    out["target"] = {"native_vs_sync_ratio": 100.0, "learned_vs_raw_forward_ratio": 0.5,
+                     f"learned_{big}_vs_learned_{one}_ratio": 50.0}
     out["metadata"] = {
         "torch_threads": torch.get_num_threads(),
         "thread_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
@@ -153,6 +178,54 @@ def main(argv: list[str] | None = None) -> dict:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return out
+
+
+def _learned_world_factory(simulator_dir: str | None, world_config):
+    """``n -> LearnedWorld``: from a fitted simulator, or an untrained model of the default
+    architecture with an independent-marginals user sampler (throughput does not depend on
+    the weights)."""
+    import numpy as np
+
+    from envs import rng
+    from envs.learned_world import LearnedWorld
+    from envs.true_world import TrueWorld
+    from recsys.response_model import DataSpec, ResponseModel, ResponseModelConfig
+    from recsys.user_gan import IndependentMarginalsSampler, ProfileData
+
+    if simulator_dir:
+        base = LearnedWorld.from_dir(simulator_dir)
+        return lambda n: LearnedWorld(base.model, base.sampler, base.catalog, n)
+    truth = TrueWorld(world_config, n_users=2000)
+    profiles = truth.reset_users(np.arange(2000), rng.seed_key(np.arange(2000)))
+    schema = truth.profile_schema
+    data = ProfileData(profiles.categorical, profiles.numeric, tuple(schema.categorical), tuple(schema.numeric),
+                       tuple(schema.categorical.values()))
+    spec = DataSpec(n_actions=truth.catalog.n_actions, cat_names=list(schema.categorical),
+                    cardinalities=list(schema.categorical.values()), num_names=list(schema.numeric),
+                    num_loc=[v[0] for v in schema.numeric.values()], num_scale=[v[1] for v in schema.numeric.values()],
+                    horizon=20)
+    model = ResponseModel(spec, ResponseModelConfig()).eval()
+    sampler = IndependentMarginalsSampler(data)
+    return lambda n: LearnedWorld(model, sampler, truth.catalog, n)
+
+
+def _raw_step(world, action_pool):
+    """One step of the bare response model for N users: probabilities for the chosen actions
+    and the history update, no env bookkeeping, no sampling."""
+    import torch
+
+    model, u, state = world.model, world._u, world._state
+    pool = torch.as_tensor(action_pool)
+    ones = torch.ones(pool.shape[1])
+
+    def step(i: int) -> None:
+        nonlocal state
+        a = pool[i % len(pool)]
+        with torch.inference_mode():
+            torch.sigmoid(model.step_logits(u, state, a))
+            state = model.advance(state, a, ones, ones)
+
+    return step
 
 
 if __name__ == "__main__":

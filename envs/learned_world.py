@@ -34,10 +34,11 @@ def catalog_from_json(d: dict[str, Any]) -> Catalog:
                    discount=np.asarray(d["discount"], dtype=float), contact_cost=float(d["contact_cost"]))
 
 
-def _rows(state: Any, rows: torch.Tensor) -> Any:
-    if isinstance(state, dict):
-        return {k: v[rows] for k, v in state.items()}
-    return state[rows]
+def _where(keep_new: torch.Tensor, new: Any, old: Any) -> Any:
+    """Row-wise select between two history states (tensors or dicts of tensors)."""
+    if isinstance(new, dict):
+        return {k: _where(keep_new, new[k], old[k]) for k in new}
+    return torch.where(keep_new.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
 def _assign(state: Any, rows: torch.Tensor, new: Any) -> None:
@@ -106,15 +107,15 @@ class LearnedWorld:
         return ResponseProbs(click=np.where(rest, 0.0, p[:, 0]), convert=np.where(rest, 0.0, p[:, 1]), churn=p[:, 2])
 
     def advance(self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray) -> None:
-        rows = torch.as_tensor(np.flatnonzero(active))
-        if len(rows) == 0:
+        if not np.any(active):
             return
-        a = torch.as_tensor(np.asarray(actions, dtype=np.int64))[rows]
-        c = torch.as_tensor(np.asarray(click, dtype=np.float32))[rows]
-        v = torch.as_tensor(np.asarray(convert, dtype=np.float32))[rows]
+        # advancing every row and selecting is cheaper than gathering and scattering the active ones
+        a = torch.as_tensor(np.asarray(actions, dtype=np.int64))
+        c = torch.as_tensor(np.asarray(click, dtype=np.float32))
+        v = torch.as_tensor(np.asarray(convert, dtype=np.float32))
         with torch.inference_mode():
-            new = self.model.advance(_rows(self._state, rows), a, c, v)
-            _assign(self._state, rows, new)
+            new = self.model.advance(self._state, a, c, v)
+            self._state = new if np.all(active) else _where(torch.as_tensor(np.asarray(active)), new, self._state)
 
 
 def make_learned_env(simulator_dir: str | Path, campaign: Any = None, **_: object) -> Any:

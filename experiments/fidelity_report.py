@@ -20,7 +20,7 @@ _TARGETS = (
      lambda f: f["c2st_auc"] <= 0.6 and f["c2st_auc"] < f["c2st_auc_marginals_baseline"]),
     ("logging_ctr_rel_error", "≤ 0.05", lambda f: f["logging_ctr_rel_error"] <= 0.05),
     ("logging_cvr_rel_error", "≤ 0.05", lambda f: f["logging_cvr_rel_error"] <= 0.05),
-    ("kendall_tau", "≥ 0.8", lambda f: f["kendall_tau"] >= 0.8),
+    ("kendall_tau", "≥ 0.8", lambda f: f["kendall_tau"] >= 0.8 - 1e-9),  # tau of 5 policies is a multiple of 0.2
 )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
-from agents.base import Policy
+from agents.base import OnlinePolicy, Policy
 from envs.vector_env import CampaignVectorEnv
 from envs.world import World
 from experiments.stats import Interval, bootstrap_mean, bootstrap_ratio
@@ -73,8 +73,11 @@ def _run_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> EpisodeStat
     done = np.zeros(n, dtype=bool)
     while not done.all():
         actions = policy.act(obs, env.action_masks())
+        previous = obs
         obs, reward, terminated, truncated, info = env.step(actions)
         active = info["active"]
+        if isinstance(policy, OnlinePolicy):
+            policy.observe(previous, actions, reward, info)
         totals["clicks"] += info["click"]
         totals["conversions"] += info["conversion"]
         totals["offers_sent"] += info["offer_sent"]

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau
 
 from agents.reference import NurturePolicy, OracleGreedyPolicy
-from agents.sb3_agents import SB3Policy, build_agent, train_agent
+from agents.sb3_agents import SB3Policy, build_agent, resume_agent, train_agent
 from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignConfig, CampaignVectorEnv
@@ -47,15 +47,14 @@ from recsys.logs import validate_logs, write_logs
 log = logging.getLogger("campaign_gym")
 config_module.register()
 
-# Paired comparisons shown in the report: (challenger, baseline), on profit per user; "agent"
-# stands for the trained SB3 agent.
-COMPARISONS = (("nurture", "oracle_greedy"), ("agent", "greedy"), ("agent", "oracle_greedy"), ("agent", "logging"))
+# Paired comparisons shown in the report: (challenger, baseline), on profit per user.
+COMPARISONS = (("nurture", "oracle_greedy"), *((a, b) for a in config_module.ALGOS for b in ("greedy", "oracle_greedy")))
 LEARNING_CURVE_TAGS = ("rollout/ep_rew_mean", "campaign/profit_per_episode", "campaign/click_rate")
 
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     config = config_module.load(cfg)
-    exp, agent_cfg, seed = config.experiment, config.agent, config.experiment.seed
+    exp, seed = config.experiment, config.experiment.seed
     torch.set_num_threads(exp.torch_threads)
     _, eval_users_from = config_module.user_blocks(seed)
 
@@ -72,18 +71,13 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "learned": lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n),
     }
 
-    # 3. Train the agent on the batched env (plain algorithms learn the masks via a penalty).
-    train_campaign = config.campaign
-    if agent_cfg.algo != "maskable_ppo":
-        train_campaign = CampaignConfig(**{**vars(config.campaign), "invalid_action": "penalize"})
-    train_env = CampaignVectorEnv(world_factories[agent_cfg.train_world](agent_cfg.n_envs), train_campaign)
-    model = build_agent(agent_cfg.algo, train_env, agent_cfg.hyperparams, agent_cfg.net_arch, seed, out / "tensorboard")
-    log.info("training %s for %d steps in the %s world", agent_cfg.algo, agent_cfg.total_timesteps, agent_cfg.train_world)
-    train_agent(model, agent_cfg.total_timesteps, agent_cfg.algo, progress=exp.progress)
+    # 3. Train every agent on the batched env (plain algorithms learn the masks via a penalty).
+    models = {name: train(name, config.agents[name], world_factories, config, out) for name in exp.agents}
 
     # 4. Paired evaluation in both worlds: every policy meets the same users with the same draws.
     policies = {
-        agent_cfg.algo: lambda env: SB3Policy(model, agent_cfg.algo, agent_cfg.deterministic_eval, seed),
+        **{name: (lambda env, m=m, name=name: SB3Policy(m, name, config.agents[name].deterministic_eval, seed))
+           for name, m in models.items()},
         **fixed_policies(config),
     }
     oracles = {"oracle_greedy": OracleGreedyPolicy, "nurture": NurturePolicy}  # read TrueWorld's hidden state
@@ -97,7 +91,6 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
                    for name, s in stats.items()}
         diffs = {}
         for challenger, baseline in COMPARISONS:
-            challenger = agent_cfg.algo if challenger == "agent" else challenger
             if challenger in stats and baseline in stats:
                 d = stats[challenger].profit - stats[baseline].profit
                 diffs[f"{challenger}_minus_{baseline}"] = {
@@ -133,6 +126,23 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return results
 
 
+def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str, Any],
+          config: config_module.Config, out: Path) -> Any:
+    """Build (or resume) and train one SB3 agent in the world it is configured for."""
+    campaign = config.campaign
+    if agent.algo != "maskable_ppo":
+        campaign = CampaignConfig(**{**vars(config.campaign), "invalid_action": "penalize"})
+    env = CampaignVectorEnv(world_factories[agent.train_world](agent.n_envs), campaign)
+    if agent.resume_from:
+        model = resume_agent(agent.algo, Path(agent.resume_from), env, out / "tensorboard")
+    else:
+        model = build_agent(agent.algo, env, agent.hyperparams, agent.net_arch, config.experiment.seed,
+                            out / "tensorboard")
+    log.info("training %s for %d steps in the %s world", name, agent.total_timesteps, agent.train_world)
+    return train_agent(model, agent.total_timesteps, name, progress=config.experiment.progress,
+                       checkpoint_dir=out / "checkpoints", checkpoint_every=agent.checkpoint_every)
+
+
 def _diff_rows(diffs: dict[str, Any]) -> str:
     rows = ["| comparison | mean | 95% CI | CI excludes 0 |", "|---|---|---|---|"]
     for name, d in diffs.items():
@@ -144,14 +154,15 @@ def _diff_rows(diffs: dict[str, Any]) -> str:
 
 def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]]:
     cfg, worlds = results["config"], results["worlds"]
+    agents = ", ".join(f"`{n}` ({cfg['agents'][n]['total_timesteps']} steps in the {cfg['agents'][n]['train_world']} world)"
+                       for n in cfg["experiment"]["agents"])
     fid = results["simulator"]["fidelity"]
     met = results["simulator"]["targets_met"]
     s2r = results["sim_to_real"]
     sections = [
         ("Setup", f"World seed {cfg['world']['seed']}, {cfg['world']['n_offers']} offers, horizon "
-                  f"{cfg['campaign']['horizon']}, reward `{cfg['campaign']['reward']}`. Agent `{cfg['agent']['algo']}` "
-                  f"trained for {cfg['agent']['total_timesteps']} env steps in the **{cfg['agent']['train_world']}** "
-                  f"world. Code `{results['provenance']['git_commit']}`."),
+                  f"{cfg['campaign']['horizon']}, reward `{cfg['campaign']['reward']}`. Agents: {agents}. "
+                  f"Code `{results['provenance']['git_commit']}`."),
         ("Logged data", data_summary_md(results["data"]["logs"])),
         ("Learned simulator (details in fidelity.md)",
          "| metric | value | target met |\n|---|---|---|\n"
@@ -176,7 +187,8 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
 def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     results = run(cfg, out)
-    return float(results["worlds"]["true"]["policies"][cfg.agent.algo]["profit"]["mean"])
+    first = cfg.experiment.agents[0] if cfg.experiment.agents else "logging"
+    return float(results["worlds"]["true"]["policies"][first]["profit"]["mean"])
 
 
 if __name__ == "__main__":

@@ -116,9 +116,9 @@ def c2st_auc(real: ProfileLike, synthetic: ProfileLike, n_folds: int = 5, seed: 
 # ------------------------------------------------------------------------------ marginal distances
 def marginal_tv(real: ProfileLike, synthetic: ProfileLike, names: list[str] | None = None) -> dict[str, float]:
     """Total variation distance (0 = same, 1 = disjoint) between the code frequencies of each
-    categorical feature."""
+    categorical feature. Keys: ``names``, else ``real.categorical_names``, else cat_0, cat_1, ..."""
     (rc, _), (sc, _) = _pair(real, synthetic)
-    names = names or [f"cat_{j}" for j in range(rc.shape[1])]
+    names = names or _names(real, "categorical_names", rc.shape[1], "cat_")
     out = {}
     for j, name in enumerate(names):
         k = int(max(rc[:, j].max(initial=0), sc[:, j].max(initial=0))) + 1
@@ -133,7 +133,7 @@ def marginal_ks(real: ProfileLike, synthetic: ProfileLike, names: list[str] | No
     from scipy.stats import ks_2samp
 
     (_, rn), (_, sn) = _pair(real, synthetic)
-    names = names or [f"num_{j}" for j in range(rn.shape[1])]
+    names = names or _names(real, "numeric_names", rn.shape[1], "num_")
     return {name: float(ks_2samp(rn[:, j], sn[:, j]).statistic) for j, name in enumerate(names)}
 
 
@@ -144,7 +144,7 @@ def marginal_wasserstein(
     from scipy.stats import wasserstein_distance
 
     (_, rn), (_, sn) = _pair(real, synthetic)
-    names = names or [f"num_{j}" for j in range(rn.shape[1])]
+    names = names or _names(real, "numeric_names", rn.shape[1], "num_")
     return {name: float(wasserstein_distance(rn[:, j], sn[:, j])) for j, name in enumerate(names)}
 
 

@@ -55,12 +55,13 @@ _GENERATOR_FILE, _CONFIG_FILE, _METRICS_FILE = "generator.pt", "config.json", "m
 _STREAM_LATENT = 0x47414E5A  # "GANZ": latent noise of sample_keys
 _STREAM_GUMBEL = 0x47414E47  # "GANG": Gumbel noise of the one-hot blocks
 _STREAM_MARGINAL = 0x4D415247  # "MARG": IndependentMarginalsSampler draws
-_SAMPLE_CHUNK = 256  # sample_keys runs the generator on fixed-shape chunks (see _generate)
+_SAMPLE_CHUNK = 256  # sample_keys runs the generator on fixed-shape chunks (see UserGAN._encoded)
 _ADAM_BETAS = (0.5, 0.9)  # WGAN-GP's Adam betas
 _QUANTILE_CLIP = 1e-4  # empirical CDF clipped to [q, 1 - q] before the inverse normal CDF
 _MODE_SCALE = 4.0  # CTGAN: offset within a mode = (x - mean) / (4 sd), in (-1, 1)
 _MODE_MIN_WEIGHT = 1e-3  # mixture components lighter than this are dropped
 _MODE_SAMPLE = 5_000  # rows used to fit each column's Gaussian mixture
+_STREAM_CALIBRATION = 0xCA1B  # user keys of the calibration sample
 _CALIBRATION_ITERS = 50  # fixed-point iterations fitting the one-hot logit offsets
 _MAX_LOGIT_OFFSET = 30.0  # a code never seen in the data gets offset -30 (probability ~1e-13)
 
@@ -166,30 +167,30 @@ def profiles_from_logs(table: pa.Table, min_users: int = MIN_USERS) -> ProfileDa
 # ----------------------------------------------------------------------------------------- config
 @dataclass
 class UserGANConfig:
-    """Hyperparameters of ``fit_user_gan``. Defaults fit ~16k users in ~2 CPU minutes."""
+    """Hyperparameters of ``fit_user_gan``. The defaults fit ~16k users in about two minutes
+    of one CPU thread."""
 
-    steps: int = 4000  # generator updates (0 = an untrained generator, e.g. as a reference)
+    steps: int = 6000  # generator updates (0 = an untrained generator, e.g. as a reference)
     batch_size: int = 500  # rows per update; a multiple of pac
     latent_dim: int = 32
-    generator_hidden: tuple[int, ...] = (256, 256)
+    generator_hidden: tuple[int, ...] = (256, 256)  # trunk widths (residual concatenation)
+    head_hidden: int = 64  # width of each feature head's hidden layer (0 = linear heads)
     critic_hidden: tuple[int, ...] = (256, 256)
-    lr: float = 2e-4  # Adam, both networks
-    final_lr_fraction: float = 1.0  # lr decays linearly to lr * this over the steps
+    lr: float = 1e-3  # Adam, both networks
     gp_weight: float = 10.0
     n_critic: int = 1  # critic updates per generator update (CTGAN uses 1 with pac)
     pac: int = 10  # rows per critic input (PacGAN)
     critic_dropout: float = 0.5
-    tau: float = 0.2  # Gumbel-softmax temperature during training
-    ema_decay: float = 0.999  # the returned generator is an exponential moving average of the weights
-    calibrate: bool = True  # post-hoc marginal calibration (UserGAN.calibrate_marginals)
-    calibration_samples: int = 50_000
-    hard_onehot: bool = True  # straight-through Gumbel: exact one-hots forward, soft gradients
-    numeric_transform: str = "quantile"  # quantile | mode
-    n_quantiles: int = 1000  # quantile transform: CDF knots per numeric column
+    tau: float = 0.2  # Gumbel-softmax temperature of the straight-through gradients
+    ema_decay: float = 0.999  # the returned generator is an exponential moving average (0 = last weights)
+    numeric_transform: str = "mode"  # mode | quantile
     max_modes: int = 5  # mode transform: most Gaussian components per numeric column
+    n_quantiles: int = 1000  # knots of the quantile transform and of the calibration maps
+    calibrate: bool = True  # post-hoc marginal calibration (UserGAN.calibrate_marginals)
+    calibration_samples: int = 20_000
     seed: int = 0
-    max_seconds: float | None = 180.0  # hard wall-clock budget; training stops when exceeded
-    log_every: int = 50  # steps between TensorBoard scalars
+    max_seconds: float | None = 180.0  # wall-clock budget; training stops when exceeded
+    log_every: int = 50  # steps between TensorBoard scalars and callback calls
 
     def __post_init__(self) -> None:
         for name in ("generator_hidden", "critic_hidden"):
@@ -201,21 +202,21 @@ class UserGANConfig:
             if not value or min(value) < 1:
                 raise ValueError(f"user_gan.{name}: expected at least one layer width >= 1, got {list(value)}")
             setattr(self, name, value)
-        if self.steps < 0:
-            raise ValueError(f"user_gan.steps: must be >= 0, got {self.steps}")
-        for name in ("batch_size", "latent_dim", "n_critic", "pac", "n_quantiles", "max_modes", "log_every",
-                     "calibration_samples"):
+        for name in ("steps", "head_hidden"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"user_gan.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "latent_dim", "n_critic", "pac", "max_modes", "log_every", "calibration_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"user_gan.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.n_quantiles < 2:
+            raise ValueError(f"user_gan.n_quantiles: must be >= 2, got {self.n_quantiles}")
         if self.batch_size % self.pac:
             raise ValueError(f"user_gan.batch_size: must be a multiple of pac={self.pac}, got {self.batch_size}")
         for name in ("lr", "tau"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"user_gan.{name}: must be a finite number > 0, got {getattr(self, name)}")
         if not (self.gp_weight >= 0 and math.isfinite(self.gp_weight)):
-            raise ValueError(f"user_gan.gp_weight: must be >= 0, got {self.gp_weight}")
-        if not 0.0 <= self.final_lr_fraction <= 1.0:
-            raise ValueError(f"user_gan.final_lr_fraction: must be in [0, 1], got {self.final_lr_fraction}")
+            raise ValueError(f"user_gan.gp_weight: must be a finite number >= 0, got {self.gp_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"user_gan.ema_decay: must be in [0, 1) (0 = no averaging), got {self.ema_decay}")
         if not 0.0 <= self.critic_dropout < 1.0:
@@ -233,49 +234,49 @@ class UserGANConfig:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> UserGANConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}")
+        return cls(**d)
 
 
 # --------------------------------------------------------------------------------- data encoding
-@dataclass
-class _Span:
-    """A block of the encoded row. kind: onehot (a categorical or a numeric's mode), value
-    (a quantile-normal number, linear output) or offset (a mode offset, tanh output)."""
+@dataclass(frozen=True)
+class Span:
+    """A block of the encoded row: ``onehot`` (a categorical, or a numeric's mode), ``value``
+    (a quantile-normal number, linear output) or ``offset`` (a position within a mode, tanh)."""
 
     kind: str
     start: int
     size: int
 
 
-def _quantile_encode(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+def _quantile_cdf(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Empirical CDF level of ``x`` given quantiles ``q`` at evenly spaced levels; the average
+    of the left and right interpolation, so tied knots map to their middle (as sklearn)."""
     refs = np.linspace(0.0, 1.0, len(q))
-    # average of the left and right interpolations so tied knots map to their middle (as sklearn)
-    u = 0.5 * (np.interp(x, q, refs) - np.interp(-x, -q[::-1], -refs[::-1]))
-    return ndtri(np.clip(u, _QUANTILE_CLIP, 1.0 - _QUANTILE_CLIP))
-
-
-def _quantile_decode(z: np.ndarray, q: np.ndarray) -> np.ndarray:
-    return np.interp(ndtr(z), np.linspace(0.0, 1.0, len(q)), q)
+    return 0.5 * (np.interp(x, q, refs) - np.interp(-x, -q[::-1], -refs[::-1]))
 
 
 def _quantile_map(x: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Monotone map from the distribution with quantiles ``source`` to the one with quantiles
-    ``target`` (same levels): Q_target(F_source(x)), ties in ``source`` mapped to their middle."""
-    refs = np.linspace(0.0, 1.0, len(source))
-    u = 0.5 * (np.interp(x, source, refs) - np.interp(-x, -source[::-1], -refs[::-1]))
-    return np.interp(u, np.linspace(0.0, 1.0, len(target)), target)
+    """Monotone map Q_target(F_source(x)) between two distributions given by quantiles."""
+    return np.interp(_quantile_cdf(x, source), np.linspace(0.0, 1.0, len(target)), target)
 
 
 @dataclass
 class ProfileEncoder:
-    """Maps profiles to the GAN's encoded rows and generator outputs back to profiles. All
-    parameters are plain lists so ``to_json``/``from_json`` round-trip exactly."""
+    """Maps profiles to the GAN's encoded rows and encoded rows back to profiles. Every
+    parameter is a plain list, so ``to_json``/``from_json`` round-trip exactly.
+
+    Row layout (``spans``): one one-hot per categorical, then per numeric column either one
+    ``value`` (quantile transform: Phi^-1 of the empirical CDF) or a mode one-hot followed by
+    an ``offset`` (mode transform: (x - mean_k) / (4 sd_k) for the value's mode k)."""
 
     categorical_names: list[str]
     cardinalities: list[int]
     numeric_names: list[str]
-    numeric: list[dict[str, Any]]  # per column: {"kind": "quantile", "quantiles": [...]} or mode params
-    numeric_mean: list[float] = field(default_factory=list)  # training data, for ProfileSchema
+    numeric: list[dict[str, Any]]  # {"kind": "quantile", "quantiles"} or {"kind": "mode", "means", "stds", "weights"}
+    numeric_mean: list[float] = field(default_factory=list)  # of the training data (for ProfileSchema)
     numeric_std: list[float] = field(default_factory=list)
 
     @classmethod
@@ -294,60 +295,54 @@ class ProfileEncoder:
         )
 
     @property
-    def spans(self) -> list[_Span]:
-        out, start = [], 0
-        for card in self.cardinalities:
-            out.append(_Span("onehot", start, card))
-            start += card
+    def spans(self) -> list[Span]:
+        sizes = [("onehot", card) for card in self.cardinalities]
         for col in self.numeric:
-            if col["kind"] == "quantile":
-                out.append(_Span("value", start, 1))
-                start += 1
-            else:
-                out.append(_Span("offset", start, 1))
-                out.append(_Span("onehot", start + 1, len(col["means"])))
-                start += 1 + len(col["means"])
-        return out
+            sizes += [("value", 1)] if col["kind"] == "quantile" else [("onehot", len(col["means"])), ("offset", 1)]
+        starts = np.cumsum([0] + [size for _, size in sizes])
+        return [Span(kind, int(start), size) for (kind, size), start in zip(sizes, starts, strict=False)]
 
     @property
     def dim(self) -> int:
         return sum(s.size for s in self.spans)
 
     def encode(self, data: ProfileData, seed: int) -> np.ndarray:
-        """(n, dim) float32 encoded rows; ``seed`` draws each value's mode (mode transform)."""
+        """(n, dim) float32 encoded rows; ``seed`` draws each value's mode from its posterior
+        (mode transform, as CTGAN)."""
         g = np.random.default_rng(seed)
         parts = [np.eye(card, dtype=np.float32)[data.categorical[:, j]] for j, card in enumerate(self.cardinalities)]
         for j, col in enumerate(self.numeric):
             x = data.numeric[:, j]
             if col["kind"] == "quantile":
-                parts.append(_quantile_encode(x, np.asarray(col["quantiles"]))[:, None])
-            else:
-                means, stds, w = (np.asarray(col[k]) for k in ("means", "stds", "weights"))
-                logp = np.log(w) - np.log(stds) - 0.5 * ((x[:, None] - means) / stds) ** 2
-                post = np.exp(logp - logp.max(axis=1, keepdims=True))
-                post /= post.sum(axis=1, keepdims=True)
-                mode = (g.random(len(x))[:, None] > np.cumsum(post, axis=1)).sum(axis=1)
-                mode = np.minimum(mode, len(means) - 1)
-                offset = np.clip((x - means[mode]) / (_MODE_SCALE * stds[mode]), -0.99, 0.99)
-                parts.append(offset[:, None])
-                parts.append(np.eye(len(means))[mode])
+                u = _quantile_cdf(x, np.asarray(col["quantiles"]))
+                parts.append(ndtri(np.clip(u, _QUANTILE_CLIP, 1.0 - _QUANTILE_CLIP))[:, None])
+                continue
+            means, stds, w = (np.asarray(col[k]) for k in ("means", "stds", "weights"))
+            logp = np.log(w) - np.log(stds) - 0.5 * ((x[:, None] - means) / stds) ** 2
+            post = np.exp(logp - logp.max(axis=1, keepdims=True))
+            post /= post.sum(axis=1, keepdims=True)
+            mode = np.minimum((g.random(len(x))[:, None] > np.cumsum(post, axis=1)).sum(axis=1), len(means) - 1)
+            parts.append(np.eye(len(means))[mode])
+            parts.append(np.clip((x - means[mode]) / (_MODE_SCALE * stds[mode]), -0.99, 0.99)[:, None])
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def decode(self, onehot_codes: list[np.ndarray], values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Profiles from the argmax code of every onehot span (in ``spans`` order) and the raw
-        value of every value/offset span."""
-        n_cat = len(self.cardinalities)
-        n = len(onehot_codes[0]) if onehot_codes else len(values[0])
-        cat = np.stack(onehot_codes[:n_cat], axis=1).astype(np.int64) if n_cat else np.zeros((n, 0), np.int64)
-        modes = iter(onehot_codes[n_cat:])
-        num = np.zeros((n, len(self.numeric)))
+    def decode(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(categorical codes, numeric values) of encoded rows (one-hots read by argmax)."""
+        spans = iter(self.spans)
+        cat = np.zeros((len(rows), len(self.cardinalities)), dtype=np.int64)
+        for j in range(len(self.cardinalities)):
+            s = next(spans)
+            cat[:, j] = np.argmax(rows[:, s.start:s.start + s.size], axis=1)
+        num = np.zeros((len(rows), len(self.numeric)))
         for j, col in enumerate(self.numeric):
+            s = next(spans)
             if col["kind"] == "quantile":
-                num[:, j] = _quantile_decode(values[j], np.asarray(col["quantiles"]))
-            else:
-                k = next(modes)
-                means, stds = np.asarray(col["means"]), np.asarray(col["stds"])
-                num[:, j] = np.tanh(values[j]) * _MODE_SCALE * stds[k] + means[k]
+                num[:, j] = np.interp(ndtr(rows[:, s.start]), np.linspace(0.0, 1.0, len(col["quantiles"])),
+                                      col["quantiles"])
+                continue
+            mode = np.argmax(rows[:, s.start:s.start + s.size], axis=1)
+            offset = rows[:, next(spans).start]
+            num[:, j] = offset * _MODE_SCALE * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
         return cat, num
 
     def to_json(self) -> dict[str, Any]:
@@ -359,50 +354,65 @@ class ProfileEncoder:
 
 
 def _fit_modes(x: np.ndarray, max_modes: int, seed: int) -> dict[str, Any]:
-    """CTGAN mode-specific normalisation parameters: the BIC-best Gaussian mixture with at most
+    """Mode-specific normalisation parameters: the BIC-best Gaussian mixture with at most
     ``max_modes`` components, fitted on up to ``_MODE_SAMPLE`` values."""
     from sklearn.mixture import GaussianMixture
 
     g = np.random.default_rng(seed)
-    sample = x if len(x) <= _MODE_SAMPLE else g.choice(x, _MODE_SAMPLE, replace=False)
+    sample = (x if len(x) <= _MODE_SAMPLE else g.choice(x, _MODE_SAMPLE, replace=False))[:, None]
     best, best_bic = None, np.inf
     for k in range(1, min(max_modes, len(np.unique(sample))) + 1):
-        gm = GaussianMixture(k, random_state=seed, reg_covar=1e-6 * max(float(np.var(sample)), 1e-12))
-        gm.fit(sample[:, None])
-        bic = gm.bic(sample[:, None])
+        gm = GaussianMixture(k, random_state=seed, reg_covar=1e-6 * max(float(np.var(sample)), 1e-12)).fit(sample)
+        bic = gm.bic(sample)
         if bic < best_bic:
             best, best_bic = gm, bic
     assert best is not None
     keep = best.weights_ >= _MODE_MIN_WEIGHT
-    w = best.weights_[keep] / best.weights_[keep].sum()
     order = np.argsort(best.means_[keep, 0])
     return {
         "kind": "mode",
         "means": best.means_[keep, 0][order].tolist(),
         "stds": np.sqrt(np.maximum(best.covariances_.reshape(-1)[keep], 1e-12))[order].tolist(),
-        "weights": w[order].tolist(),
+        "weights": (best.weights_[keep] / best.weights_[keep].sum())[order].tolist(),
     }
 
 
 # --------------------------------------------------------------------------------------- networks
 class Generator(nn.Module):
-    """latent -> raw outputs (logits for onehot spans, pre-activation numbers otherwise).
-    Hidden layers concatenate their input to their output (CTGAN's residual blocks)."""
+    """latent -> encoded row, one span at a time.
 
-    def __init__(self, latent_dim: int, hidden: tuple[int, ...], out_dim: int) -> None:
+    A trunk (MLP; each layer's output is concatenated to its input, as CTGAN's residual blocks)
+    maps the latent z to h. Span i's head then reads [h, outputs of spans 0..i-1]: one-hot
+    spans are sampled (hard) before the next head runs, so later features are conditioned on
+    the codes actually drawn for earlier ones (region -> activity mode -> activity offset),
+    instead of being drawn independently given z. ``pick(i, raw)`` turns head i's raw output
+    into the span's value (a Gumbel sample for one-hots, tanh for offsets)."""
+
+    def __init__(self, latent_dim: int, hidden: tuple[int, ...], spans: list[tuple[str, int]], head_hidden: int) -> None:
         super().__init__()
+        self.latent_dim, self.span_kinds = latent_dim, [kind for kind, _ in spans]
         layers, width = [], latent_dim
         for h in hidden:
             layers.append(nn.Linear(width, h))
             width += h
-        self.hidden = nn.ModuleList(layers)
-        self.out = nn.Linear(width, out_dim)
+        self.trunk = nn.ModuleList(layers)
+        heads, prev = [], 0
+        for _, size in spans:
+            if head_hidden:
+                heads.append(nn.Sequential(nn.Linear(width + prev, head_hidden), nn.ReLU(), nn.Linear(head_hidden, size)))
+            else:
+                heads.append(nn.Linear(width + prev, size))
+            prev += size
+        self.heads = nn.ModuleList(heads)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z
-        for layer in self.hidden:
-            x = torch.cat([F.relu(layer(x)), x], dim=1)
-        return self.out(x)
+    def forward(self, z: torch.Tensor, pick: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        h = z
+        for layer in self.trunk:
+            h = torch.cat([F.relu(layer(h)), h], dim=1)
+        outs: list[torch.Tensor] = []
+        for i, head in enumerate(self.heads):
+            outs.append(pick(i, head(torch.cat([h, *outs], dim=1))))
+        return torch.cat(outs, dim=1)
 
 
 class Critic(nn.Module):
@@ -423,18 +433,16 @@ class Critic(nn.Module):
         return self.net(x.reshape(-1, x.shape[1] * self.pac))
 
 
-def _activate(raw: torch.Tensor, spans: list[_Span], tau: float, hard: bool) -> torch.Tensor:
-    """Training-time generator outputs in the encoded space (soft Gumbel-softmax one-hots)."""
-    parts = []
-    for s in spans:
-        x = raw[:, s.start:s.start + s.size]
-        if s.kind == "onehot":
-            parts.append(F.gumbel_softmax(x, tau=tau, hard=hard))
-        elif s.kind == "offset":
-            parts.append(torch.tanh(x))
-        else:
-            parts.append(x)
-    return torch.cat(parts, dim=1)
+def _training_pick(kinds: list[str], tau: float) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """Straight-through Gumbel-softmax: exact one-hots forward (what sampling produces), the
+    relaxed sample's gradient backward."""
+
+    def pick(i: int, raw: torch.Tensor) -> torch.Tensor:
+        if kinds[i] == "onehot":
+            return F.gumbel_softmax(raw, tau=tau, hard=True)
+        return torch.tanh(raw) if kinds[i] == "offset" else raw
+
+    return pick
 
 
 def _gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -442,8 +450,22 @@ def _gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) ->
     eps = torch.rand(n_packs, 1, 1).expand(n_packs, critic.pac, 1).reshape(-1, 1)
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
-    norms = grad.reshape(n_packs, -1).norm(dim=1)
-    return ((norms - 1.0) ** 2).mean()
+    return ((grad.reshape(n_packs, -1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def _copy_generator(g: Generator, dtype: torch.dtype = torch.float32) -> Generator:
+    out = Generator(g.latent_dim, tuple(layer.out_features for layer in g.trunk), _head_spec(g), _head_width(g))
+    out.load_state_dict(g.state_dict())
+    return out.to(dtype)
+
+
+def _head_spec(g: Generator) -> list[tuple[str, int]]:
+    return [(kind, (head if isinstance(head, nn.Linear) else head[-1]).out_features)
+            for kind, head in zip(g.span_kinds, g.heads, strict=True)]
+
+
+def _head_width(g: Generator) -> int:
+    return 0 if not len(g.heads) or isinstance(g.heads[0], nn.Linear) else g.heads[0][0].out_features
 
 
 # ---------------------------------------------------------------------------------------- samplers
@@ -457,14 +479,14 @@ def _as_keys(keys: np.ndarray) -> np.ndarray:
 
 
 def sample_keys_for(n: int, seed: int) -> np.ndarray:
-    """The ``n`` user keys ``sample(n, seed)`` uses: a prefix of the keys for a larger n."""
+    """The ``n`` user keys ``sample(n, seed)`` uses (those of a smaller n are a prefix)."""
     if n < 0:
         raise ValueError(f"n: must be >= 0, got {n}")
     return rng.combine(rng.seed_key(seed), np.arange(n, dtype=np.uint64))
 
 
 class UserGAN:
-    """A trained profile generator. ``sample_keys`` is a pure function of the keys."""
+    """A trained profile generator; ``sample_keys`` is a pure function of the user keys."""
 
     def __init__(
         self, config: UserGANConfig, encoder: ProfileEncoder, generator: Generator,
@@ -472,7 +494,7 @@ class UserGAN:
     ) -> None:
         self.config, self.encoder, self.generator = config, encoder, generator
         self.metrics: dict[str, Any] = dict(metrics or {})
-        self.calibration = calibration  # see calibrate_marginals; None = raw generator
+        self.calibration = calibration  # see calibrate_marginals; None = the raw generator
         self._sampler: Generator | None = None
 
     @property
@@ -489,91 +511,109 @@ class UserGAN:
 
     def profile_schema(self) -> ProfileSchema:
         """The ``envs.world.ProfileSchema`` of generated profiles (numeric location and scale
-        from the training data)."""
+        of the training data)."""
         std = [s if s > 0 else 1.0 for s in self.encoder.numeric_std]
         return ProfileSchema(
             categorical=dict(zip(self.categorical_names, self.cardinalities, strict=True)),
             numeric={n: (m, s) for n, m, s in zip(self.numeric_names, self.encoder.numeric_mean, std, strict=True)},
         )
 
-    def _generate(self, z: np.ndarray) -> np.ndarray:
-        """Raw generator outputs in float64. The network always runs on chunks of exactly
-        ``_SAMPLE_CHUNK`` rows (the last one zero-padded): BLAS picks different kernels (and
-        summation orders) for different batch shapes, and a fixed shape keeps every user's
-        output bitwise independent of the batch it is drawn in."""
+    # ------------------------------------------------------------------------------ sampling
+    def _encoded(self, keys: np.ndarray, offsets: list[list[float]] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Encoded rows for ``keys`` (float64) and the raw logits of every one-hot span.
+
+        The network runs on chunks of exactly ``_SAMPLE_CHUNK`` rows (the last one
+        zero-padded): BLAS picks different kernels, with different summation orders, for
+        different batch shapes, and a fixed shape keeps every user's output bitwise independent
+        of the batch it is drawn in."""
         if self._sampler is None:
-            self._sampler = _copy_generator(self.generator).double().eval()
-        out = np.zeros((len(z), self.encoder.dim))
-        with torch.no_grad():
-            for start in range(0, len(z), _SAMPLE_CHUNK):
-                chunk = z[start:start + _SAMPLE_CHUNK]
-                padded = np.zeros((_SAMPLE_CHUNK, z.shape[1]))
-                padded[: len(chunk)] = chunk
-                out[start:start + len(chunk)] = self._sampler(torch.from_numpy(padded)).numpy()[: len(chunk)]
-        return out
+            self._sampler = _copy_generator(self.generator, torch.float64).eval()
+        spans = self.encoder.spans
+        onehot_index = {i: k for k, i in enumerate(i for i, s in enumerate(spans) if s.kind == "onehot")}
+        z = rng.normal(keys[:, None], _STREAM_LATENT, np.arange(self.config.latent_dim)[None])
+        u = rng.uniform(keys[:, None], _STREAM_GUMBEL, np.arange(self.encoder.dim)[None])
+        gumbel = -np.log(-np.log(u))
+        bias = [torch.tensor(offsets[k] if offsets else np.zeros(spans[i].size), dtype=torch.float64)
+                for i, k in onehot_index.items()]
+        out = np.zeros((len(keys), self.encoder.dim))
+        logits = [np.zeros((len(keys), spans[i].size)) for i in onehot_index]
+        for start in range(0, len(keys), _SAMPLE_CHUNK):
+            n = min(_SAMPLE_CHUNK, len(keys) - start)
+            z_pad, g_pad = np.zeros((_SAMPLE_CHUNK, z.shape[1])), np.zeros((_SAMPLE_CHUNK, gumbel.shape[1]))
+            z_pad[:n], g_pad[:n] = z[start:start + n], gumbel[start:start + n]
+            g_t = torch.from_numpy(g_pad)
+
+            def pick(i: int, raw: torch.Tensor, start: int = start, n: int = n, g_t: torch.Tensor = g_t) -> torch.Tensor:
+                s = spans[i]
+                if s.kind == "offset":
+                    return torch.tanh(raw)
+                if s.kind == "value":
+                    return raw
+                k = onehot_index[i]
+                raw = raw + bias[k]
+                logits[k][start:start + n] = raw[:n].numpy()
+                return F.one_hot(torch.argmax(raw + g_t[:, s.start:s.start + s.size], dim=1), s.size).to(raw.dtype)
+
+            with torch.no_grad():
+                out[start:start + n] = self._sampler(torch.from_numpy(z_pad), pick)[:n].numpy()
+        return out, logits
 
     def sample_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(categorical codes (n, n_cat) int64, numeric (n, n_num) float64) for n uint64 user
-        keys. Latent noise and Gumbel noise are ``envs.rng`` draws keyed by each user, so
-        a user's profile depends only on its key."""
-        return self._sample_keys(_as_keys(keys), self.calibration)
-
-    def _sample_keys(self, keys: np.ndarray, calibration: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray]:
-        raw = self._generate(rng.normal(keys[:, None], _STREAM_LATENT, np.arange(self.config.latent_dim)[None]))
-        onehots = [s for s in self.encoder.spans if s.kind == "onehot"]
-        offsets = calibration["logit_offsets"] if calibration else [[0.0] * s.size for s in onehots]
-        u = rng.uniform(keys[:, None], _STREAM_GUMBEL, np.arange(raw.shape[1])[None])
-        gumbel = -np.log(-np.log(u))
-        codes = [
-            np.argmax(raw[:, s.start:s.start + s.size] + np.asarray(b) + gumbel[:, s.start:s.start + s.size], axis=1)
-            for s, b in zip(onehots, offsets, strict=True)
-        ]
-        values = [raw[:, s.start] for s in self.encoder.spans if s.kind != "onehot"]
-        cat, num = self.encoder.decode(codes, values)
-        if calibration:
-            for j, col in enumerate(calibration["numeric"]):
+        """(categorical codes (n, n_cat) int64, numeric values (n, n_num) float64) for n uint64
+        user keys. The latent noise and the Gumbel noise are ``envs.rng`` draws keyed by each
+        user, so a user's profile depends only on its key, not on the batch."""
+        keys = _as_keys(keys)
+        cal = self.calibration
+        cat, num = self.encoder.decode(self._encoded(keys, cal["logit_offsets"] if cal else None)[0])
+        if cal:
+            for j, col in enumerate(cal["numeric"]):
                 num[:, j] = _quantile_map(num[:, j], np.asarray(col["generated"]), np.asarray(col["target"]))
         return cat, num
-
-    def calibrate_marginals(self, data: ProfileData, n_samples: int = 50_000, seed: int = 0) -> None:
-        """Post-hoc marginal calibration: make every generated marginal match ``data``'s while
-        keeping the dependence the generator learned. One-hot blocks get per-code logit offsets
-        b, fitted so that the mean of softmax(logits + b) over ``n_samples`` generated users
-        equals the observed code frequencies; then each numeric output x goes through the
-        monotone map Q_data(F_generated(x)) (empirical quantiles, ``n_quantiles`` knots). The
-        parameters are plain lists stored in ``config.json``."""
-        keys = sample_keys_for(n_samples, seed ^ 0xCA1B)
-        raw = self._generate(rng.normal(keys[:, None], _STREAM_LATENT, np.arange(self.config.latent_dim)[None]))
-        encoded = self.encoder.encode(data, self.config.seed)
-        offsets = []
-        for s in (s for s in self.encoder.spans if s.kind == "onehot"):
-            target = np.maximum(encoded[:, s.start:s.start + s.size].mean(axis=0), 1e-12)
-            logits, b = raw[:, s.start:s.start + s.size], np.zeros(s.size)
-            for _ in range(_CALIBRATION_ITERS):
-                p = np.exp(logits + b - (logits + b).max(axis=1, keepdims=True))
-                p = (p / p.sum(axis=1, keepdims=True)).mean(axis=0)
-                b = np.clip(b + np.log(target) - np.log(np.maximum(p, 1e-300)), -_MAX_LOGIT_OFFSET, _MAX_LOGIT_OFFSET)
-            offsets.append((b - b.max()).tolist())
-        partial = {"logit_offsets": offsets, "numeric": []}
-        _, num = self._sample_keys(keys, partial)
-        levels = np.linspace(0.0, 1.0, min(self.config.n_quantiles, len(data), n_samples))
-        partial["numeric"] = [
-            {"generated": np.quantile(num[:, j], levels).tolist(), "target": np.quantile(data.numeric[:, j], levels).tolist()}
-            for j in range(num.shape[1])
-        ]
-        self.calibration = partial
 
     def sample(self, n: int, seed: int = 0) -> ProfileData:
         """``n`` synthetic profiles for the keys ``sample_keys_for(n, seed)``."""
         cat, num = self.sample_keys(sample_keys_for(n, seed))
         return ProfileData(cat, num, self.categorical_names, self.numeric_names, self.cardinalities)
 
-    # --------------------------------------------------------------------------------- io
+    def calibrate_marginals(self, data: ProfileData, n_samples: int = 20_000, seed: int = 0) -> None:
+        """Post-hoc marginal calibration: every generated marginal is made to match ``data``'s
+        while the dependence the generator learned is kept.
+
+        One-hot spans (categoricals and modes), in generation order, get per-code logit
+        offsets b fitted so that the mean of softmax(logits + b) over ``n_samples`` generated
+        users equals the code frequencies of the encoded data (the probability of a code under
+        Gumbel-argmax sampling); then every numeric output x is mapped through
+        Q_data(F_generated(x)) (empirical quantiles, ``config.n_quantiles`` knots), a monotone
+        map. The parameters are plain lists saved in ``config.json``."""
+        keys = sample_keys_for(n_samples, seed ^ _STREAM_CALIBRATION)
+        encoded = self.encoder.encode(data, self.config.seed)
+        onehots = [s for s in self.encoder.spans if s.kind == "onehot"]
+        offsets = [[0.0] * s.size for s in onehots]
+        for k, s in enumerate(onehots):  # a span's logits depend on earlier spans' codes only
+            logits = self._encoded(keys, offsets)[1][k] - np.asarray(offsets[k])
+            target = np.maximum(encoded[:, s.start:s.start + s.size].mean(axis=0), 1e-12)
+            b = np.zeros(s.size)
+            for _ in range(_CALIBRATION_ITERS):
+                p = np.exp(logits + b - (logits + b).max(axis=1, keepdims=True))
+                p = (p / p.sum(axis=1, keepdims=True)).mean(axis=0)
+                b = np.clip(b + np.log(target) - np.log(np.maximum(p, 1e-300)), -_MAX_LOGIT_OFFSET, _MAX_LOGIT_OFFSET)
+            offsets[k] = (b - b.max()).tolist()
+        _, num = self.encoder.decode(self._encoded(keys, offsets)[0])
+        levels = np.linspace(0.0, 1.0, min(self.config.n_quantiles, len(data), n_samples))
+        self.calibration = {
+            "logit_offsets": offsets,
+            "numeric": [
+                {"generated": np.quantile(num[:, j], levels).tolist(), "target": np.quantile(data.numeric[:, j], levels).tolist()}
+                for j in range(num.shape[1])
+            ],
+        }
+
+    # ------------------------------------------------------------------------------------ io
     def save(self, directory: str | Path) -> Path:
-        """Write ``generator.pt``, ``config.json`` and ``metrics.json`` into ``directory``. The
-        files are written into a temporary sibling directory which then replaces ``directory``,
-        so a reader never sees a half-written model (an existing directory is swapped out and
-        deleted)."""
+        """Write ``generator.pt`` (state_dict), ``config.json`` and ``metrics.json`` into
+        ``directory``. They are written into a temporary sibling directory that then replaces
+        ``directory`` with ``os.replace``, so readers never see a half-written model (an
+        existing directory is first moved aside, then deleted)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.tmp"
@@ -581,21 +621,23 @@ class UserGAN:
         try:
             buf = io.BytesIO()
             torch.save(self.generator.state_dict(), buf)
-            (tmp / _GENERATOR_FILE).write_bytes(buf.getvalue())
             config = {
                 "format": _FORMAT,
                 "version": _VERSION,
                 "config": self.config.to_json(),
-                "generator": {"latent_dim": self.config.latent_dim, "hidden": list(self.config.generator_hidden),
-                              "out_dim": self.encoder.dim},
+                "generator": {"latent_dim": self.generator.latent_dim,
+                              "hidden": [layer.out_features for layer in self.generator.trunk],
+                              "head_hidden": _head_width(self.generator), "spans": _head_spec(self.generator)},
                 "encoder": self.encoder.to_json(),
                 "calibration": self.calibration,
             }
-            (tmp / _CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
-            (tmp / _METRICS_FILE).write_text(json.dumps(_jsonable(self.metrics), indent=2) + "\n")
-            for f in tmp.iterdir():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+            for name, data in ((_GENERATOR_FILE, buf.getvalue()),
+                               (_CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode()),
+                               (_METRICS_FILE, (json.dumps(_jsonable(self.metrics), indent=2) + "\n").encode())):
+                with open(tmp / name, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
             if directory.exists():
                 old = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.old"
                 os.replace(directory, old)
@@ -610,7 +652,8 @@ class UserGAN:
 
     @classmethod
     def load(cls, directory: str | Path) -> UserGAN:
-        """Load a directory written by ``save``; raises ``UserGANLoadError`` naming the file."""
+        """Load a directory written by ``save``; ``UserGANLoadError`` (one line, naming the
+        file) if a file is missing, corrupt or inconsistent."""
         directory = Path(directory)
         cfg_path, gen_path, met_path = (directory / f for f in (_CONFIG_FILE, _GENERATOR_FILE, _METRICS_FILE))
         for path in (cfg_path, gen_path, met_path):
@@ -618,13 +661,17 @@ class UserGAN:
                 raise UserGANLoadError(f"{path}: missing; expected a directory written by UserGAN.save")
         try:
             meta = json.loads(cfg_path.read_text())
-            if meta.get("format") != _FORMAT:
-                raise ValueError(f"format is {meta.get('format')!r}, expected {_FORMAT!r}")
+            if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+                raise ValueError(f"format is not {_FORMAT!r}")
             if meta.get("version") != _VERSION:
                 raise ValueError(f"version {meta.get('version')!r} is not supported (expected {_VERSION})")
             config = UserGANConfig.from_json(meta["config"])
             encoder = ProfileEncoder.from_json(meta["encoder"])
             arch = meta["generator"]
+            spans = [(str(kind), int(size)) for kind, size in arch["spans"]]
+            if spans != [(s.kind, s.size) for s in encoder.spans]:
+                raise ValueError("generator spans do not match the encoder")
+            generator = Generator(int(arch["latent_dim"]), tuple(arch["hidden"]), spans, int(arch["head_hidden"]))
             calibration = meta.get("calibration")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise UserGANLoadError(f"{cfg_path}: not a valid user GAN config ({_one_line(e)})") from None
@@ -632,26 +679,15 @@ class UserGAN:
             metrics = json.loads(met_path.read_text())
         except ValueError as e:
             raise UserGANLoadError(f"{met_path}: not valid JSON ({_one_line(e)})") from None
-        generator = Generator(arch["latent_dim"], tuple(arch["hidden"]), arch["out_dim"])
         try:
-            state = torch.load(gen_path, map_location="cpu", weights_only=True)
-            generator.load_state_dict(state)
+            generator.load_state_dict(torch.load(gen_path, map_location="cpu", weights_only=True))
         except Exception as e:  # torch raises several types for corrupt or mismatched files
             raise UserGANLoadError(f"{gen_path}: cannot load the generator weights ({_one_line(e)})") from None
-        if arch["out_dim"] != encoder.dim:
-            raise UserGANLoadError(f"{cfg_path}: generator out_dim {arch['out_dim']} != encoded width {encoder.dim}")
         return cls(config, encoder, generator.eval(), metrics, calibration)
 
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
-
-
-def _copy_generator(g: Generator) -> Generator:
-    out = Generator(g.hidden[0].in_features if len(g.hidden) else g.out.in_features,
-                    tuple(layer.out_features for layer in g.hidden), g.out.out_features)
-    out.load_state_dict(g.state_dict())
-    return out
 
 
 def _jsonable(x: Any) -> Any:
@@ -660,16 +696,17 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [_jsonable(v) for v in x]
     if isinstance(x, np.generic):
-        return x.item()
+        x = x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
 
 
 class IndependentMarginalsSampler:
-    """Baseline: every feature drawn independently from its empirical marginal (categorical
-    frequencies; a uniformly chosen training value for numerics). Matches each marginal and
-    destroys every dependence between features. Same interface as ``UserGAN``."""
+    """Baseline: each feature drawn independently from its empirical marginal (code
+    frequencies for categoricals, a uniformly chosen training value for numerics). Matches
+    every marginal and destroys every dependence between features. Same interface as
+    ``UserGAN`` (per-key draws from ``envs.rng``)."""
 
     def __init__(self, data: ProfileData) -> None:
         self.categorical_names, self.numeric_names = data.categorical_names, data.numeric_names
@@ -677,18 +714,18 @@ class IndependentMarginalsSampler:
         self.frequencies = [
             np.bincount(data.categorical[:, j], minlength=k) / len(data) for j, k in enumerate(data.cardinalities)
         ]
-        self.values = np.sort(data.numeric, axis=0)
+        self.values = data.numeric.copy()
 
     def sample_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keys = _as_keys(keys)
-        n = len(keys)
-        cat = np.zeros((n, len(self.frequencies)), dtype=np.int64)
+        n, n_cat = len(keys), len(self.frequencies)
+        cat = np.zeros((n, n_cat), dtype=np.int64)
         for j, p in enumerate(self.frequencies):
             cat[:, j] = rng.categorical(keys, np.broadcast_to(p, (n, len(p))), _STREAM_MARGINAL, j)
         num = np.zeros((n, self.values.shape[1]))
         for j in range(self.values.shape[1]):
-            u = rng.uniform(keys, _STREAM_MARGINAL, len(self.frequencies) + j)
-            num[:, j] = self.values[np.minimum((u * len(self.values)).astype(np.int64), len(self.values) - 1), j]
+            row = (rng.uniform(keys, _STREAM_MARGINAL, n_cat + j) * len(self.values)).astype(np.int64)
+            num[:, j] = self.values[np.minimum(row, len(self.values) - 1), j]
         return cat, num
 
     def sample(self, n: int, seed: int = 0) -> ProfileData:
@@ -704,20 +741,24 @@ def fit_user_gan(
     tensorboard_dir: Path | None = None,
     callback: Callable[[int, UserGAN], None] | None = None,
 ) -> UserGAN:
-    """Train a WGAN-GP profile generator on ``data`` (one row per user).
+    """Train a WGAN-GP profile generator on ``data`` (one row per user) and return it,
+    marginal-calibrated on ``data`` unless ``config.calibrate`` is False.
 
     Reproducible: the same data, config and seed give the same weights, provided training
-    finishes its ``config.steps`` before ``config.max_seconds`` (the wall-clock budget cuts
-    training short otherwise; ``metrics["stopped_by_budget"]`` says so) and torch runs with
-    the same number of threads. The global torch RNG is restored afterwards. With
-    ``tensorboard_dir``, critic loss, generator loss, gradient penalty, the critic's
-    Wasserstein estimate and steps per second are written as TensorBoard scalars."""
+    finishes its ``config.steps`` within ``config.max_seconds`` (the budget stops training
+    early otherwise; ``metrics["stopped_by_budget"]`` says so) and torch uses the same number
+    of threads. The global torch RNG is left as it was. ``progress`` shows a tqdm bar;
+    ``tensorboard_dir`` receives the critic loss, generator loss, gradient penalty, the
+    critic's Wasserstein estimate and steps per second every ``config.log_every`` steps;
+    ``callback(step, snapshot)`` is called at the same times with a calibrated copy of the
+    current (averaged) generator, e.g. to track a fidelity metric."""
     config = config or UserGANConfig()
     if len(data) < config.pac:
         raise ValueError(f"data: {len(data)} users, need at least pac={config.pac}")
     encoder = ProfileEncoder.fit(data, config)
     encoded = torch.from_numpy(encoder.encode(data, config.seed))
-    spans = encoder.spans
+    spans = [(s.kind, s.size) for s in encoder.spans]
+    pick = _training_pick([kind for kind, _ in spans], config.tau)
     batch = min(config.batch_size, len(data) - len(data) % config.pac)
     writer = None
     if tensorboard_dir is not None:
@@ -728,55 +769,50 @@ def fit_user_gan(
         writer.add_text("user_gan/hyperparameters", f"|param|value|\n|-|-|\n{rows}")
     from tqdm.auto import tqdm
 
+    start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        generator = Generator(config.latent_dim, config.generator_hidden, encoder.dim)
+        generator = Generator(config.latent_dim, config.generator_hidden, spans, config.head_hidden)
         ema = _copy_generator(generator)
         ema_params, gen_params = list(ema.parameters()), list(generator.parameters())
         critic = Critic(encoder.dim, config.critic_hidden, config.pac, config.critic_dropout)
         opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=_ADAM_BETAS, weight_decay=1e-6)
         opt_c = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=_ADAM_BETAS, weight_decay=1e-6)
         index_gen = torch.Generator().manual_seed(config.seed)
-        start = time.perf_counter()
         stopped_by_budget, step = False, 0
         last: dict[str, float] = {}
         bar = tqdm(total=config.steps, desc="user GAN", unit="step", disable=not progress)
         try:
             for step in range(1, config.steps + 1):
-                lr = config.lr * (1.0 - (1.0 - config.final_lr_fraction) * (step - 1) / max(config.steps, 1))
-                for opt in (opt_g, opt_c):
-                    for group in opt.param_groups:
-                        group["lr"] = lr
                 for _ in range(config.n_critic):
                     real = encoded[torch.randint(len(encoded), (batch,), generator=index_gen)]
                     with torch.no_grad():
-                        fake = _activate(generator(torch.randn(batch, config.latent_dim)), spans, config.tau, config.hard_onehot)
+                        fake = generator(torch.randn(batch, config.latent_dim), pick)
                     w_est = critic(real).mean() - critic(fake).mean()
                     gp = _gradient_penalty(critic, real, fake) if config.gp_weight > 0 else torch.zeros(())
                     loss_c = -w_est + config.gp_weight * gp
                     opt_c.zero_grad(set_to_none=True)
                     loss_c.backward()
                     opt_c.step()
-                fake = _activate(generator(torch.randn(batch, config.latent_dim)), spans, config.tau, config.hard_onehot)
-                loss_g = -critic(fake).mean()
+                loss_g = -critic(generator(torch.randn(batch, config.latent_dim), pick)).mean()
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
                 with torch.no_grad():
                     decay = min(config.ema_decay, step / (step + 10.0))  # warm-up: early weights fade fast
                     torch._foreach_lerp_(ema_params, gen_params, 1.0 - decay)
+                bar.update(1)
                 if step % config.log_every == 0 or step == config.steps:
                     elapsed = time.perf_counter() - start
                     last = {"critic_loss": loss_c.item(), "generator_loss": loss_g.item(),
                             "gradient_penalty": gp.item(), "wasserstein_estimate": w_est.item()}
+                    bar.set_postfix(critic=f"{last['critic_loss']:.3f}", gen=f"{last['generator_loss']:.3f}")
                     if writer is not None:
                         for k, v in last.items():
                             writer.add_scalar(f"user_gan/{k}", v, step)
                         writer.add_scalar("charts/steps_per_second", step / max(elapsed, 1e-9), step)
-                    bar.set_postfix(critic=f"{last['critic_loss']:.3f}", gen=f"{last['generator_loss']:.3f}")
                     if callback is not None:
-                        callback(step, _snapshot(config, encoder, ema, data))
-                bar.update(1)
+                        callback(step, _finish(config, encoder, ema, data, {"steps_done": step}))
                 if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
                     stopped_by_budget = step < config.steps
                     break
@@ -786,20 +822,18 @@ def fit_user_gan(
                 writer.close()
     metrics = {
         "n_train": len(data),
-        "steps_done": step if config.steps else 0,
+        "steps_done": step,
         "steps_configured": config.steps,
         "train_seconds": time.perf_counter() - start,
         "stopped_by_budget": stopped_by_budget,
         **{f"final_{k}": v for k, v in last.items()},
     }
-    gan = UserGAN(config, encoder, ema.eval(), metrics)
-    if config.calibrate:
-        gan.calibrate_marginals(data, config.calibration_samples, config.seed)
-    return gan
+    return _finish(config, encoder, ema, data, metrics)
 
 
-def _snapshot(config: UserGANConfig, encoder: ProfileEncoder, ema: Generator, data: ProfileData) -> UserGAN:
-    gan = UserGAN(config, encoder, _copy_generator(ema).eval(), {})
+def _finish(config: UserGANConfig, encoder: ProfileEncoder, ema: Generator, data: ProfileData,
+            metrics: dict[str, Any]) -> UserGAN:
+    gan = UserGAN(config, encoder, _copy_generator(ema).eval(), metrics)
     if config.calibrate:
         gan.calibrate_marginals(data, config.calibration_samples, config.seed)
     return gan

@@ -16,8 +16,6 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 TINY = [
     "experiment=smoke", "experiment.progress=false",
     "experiment.evaluation.n_users=300", "experiment.evaluation.n_bootstrap=100",
-    "agent.total_timesteps=1024", "agent.n_envs=16", "agent.hyperparams.n_steps=32",
-    "agent.hyperparams.batch_size=128",
 ]
 
 
@@ -49,7 +47,8 @@ def test_results_follow_the_contract(tiny_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     true, learned = on_disk["worlds"]["true"]["policies"], on_disk["worlds"]["learned"]["policies"]
-    assert {"ppo", "random", "greedy", "logging", "no_offer", "softmax", "oracle_greedy", "nurture"} == set(true)
+    agents = {"ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo"}
+    assert agents | {"random", "greedy", "logging", "no_offer", "softmax", "oracle_greedy", "nurture"} == set(true)
     assert set(learned) == set(true) - {"oracle_greedy", "nurture"}  # oracles need TrueWorld's hidden state
     for world in (true, learned):
         for name, metrics in world.items():
@@ -86,7 +85,25 @@ def test_wrong_config_key_and_value_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="campaign.reward"):
         run_module.run(_compose(TINY + ["campaign.reward=clicks"]), tmp_path)
     with pytest.raises(ValueError, match="agent.algo"):
-        run_module.run(_compose(TINY + ["agent.algo=sac"]), tmp_path)
+        run_module.run(_compose(TINY + ["agents.ppo.algo=sac"]), tmp_path)
+    with pytest.raises(ValueError, match="experiment.agents"):
+        run_module.run(_compose(TINY + ["experiment.agents=[ppo,sac]"]), tmp_path)
+
+
+def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_path):
+    out, _ = tiny_run
+    final = out / "checkpoints" / "ppo_final.zip"
+    assert final.is_file()
+    config = run_module.config_module.load(_compose(TINY))
+    campaign = run_module.CampaignConfig(invalid_action="penalize")  # plain PPO learns the masks via a penalty
+    env = run_module.CampaignVectorEnv(run_module.TrueWorld(config.world, n_users=32), campaign)
+    model = run_module.resume_agent("ppo", final, env, None)
+    assert model.num_timesteps == 2048  # the checkpoint's count (smoke: 2048 steps)
+    run_module.train_agent(model, 4096, "ppo", progress=False, checkpoint_dir=tmp_path)
+    assert model.num_timesteps == 4096  # continued: 2048 more, not 4096 from zero
+    assert (tmp_path / "ppo_final.zip").is_file()
+    with pytest.raises(FileNotFoundError, match="resume_from"):
+        run_module.resume_agent("ppo", tmp_path / "missing.zip", env, None)
 
 
 def test_multirun_over_seeds_with_the_basic_launcher(tmp_path):

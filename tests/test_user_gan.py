@@ -135,7 +135,7 @@ def test_fit_is_reproducible(data: ProfileData, gan: UserGAN) -> None:
         assert torch.equal(v, same.generator.state_dict()[k]), k
     assert same.calibration == gan.calibration
     other = fit_user_gan(data, UserGANConfig(**{**TINY, "steps": 20, "seed": 1}), progress=False)
-    assert not torch.equal(other.generator.out.weight, gan.generator.out.weight)
+    assert not torch.equal(other.generator.trunk[0].weight, gan.generator.trunk[0].weight)
 
 
 # ------------------------------------------------------------------------------------- save/load
@@ -177,7 +177,7 @@ def test_load_errors_name_the_file(gan: UserGAN, tmp_path: Path, name: str, cont
     ("steps", -1), ("batch_size", 0), ("batch_size", 105), ("latent_dim", 0), ("generator_hidden", []),
     ("critic_hidden", [16, 0]), ("lr", 0.0), ("gp_weight", -1.0), ("n_critic", 0), ("pac", 0),
     ("critic_dropout", 1.0), ("tau", -1.0), ("numeric_transform", "log"), ("ema_decay", 1.0),
-    ("max_seconds", 0.0), ("final_lr_fraction", 2.0),
+    ("max_seconds", 0.0), ("head_hidden", -1), ("n_quantiles", 1),
 ])
 def test_config_errors_name_the_field(field: str, value) -> None:
     with pytest.raises(ValueError, match=f"user_gan.{field}:") as e:
@@ -210,9 +210,9 @@ def test_c2st_is_half_for_one_distribution_and_near_one_for_different_ones() -> 
     a, b = _true_profiles(n, 0), _true_profiles(n, 10_000)
     # under H0 the AUC's standard error is ~sqrt((2n + 1) / (12 n^2)) = 0.0105 here; allow ~5 of them
     assert abs(c2st_auc(a, b) - 0.5) < 0.05
-    shifted = ProfileData(b.categorical, b.numeric + np.array([15.0, 0.0, 0.0]), b.categorical_names,
+    shifted = ProfileData(b.categorical, b.numeric + np.array([40.0, 0.0, 0.0]), b.categorical_names,
                           b.numeric_names, b.cardinalities)
-    assert c2st_auc(a, shifted) > 0.9
+    assert c2st_auc(a, shifted) > 0.97
     swapped = (np.roll(b.categorical, 1, axis=1) % 3, b.numeric)  # (categorical, numeric) tuples work too
     assert c2st_auc((a.categorical, a.numeric), swapped) > 0.9
 
