@@ -106,6 +106,7 @@ class _Layout:
         for name, card in schema.categorical.items():
             self.profile_cat.append(self._add([f"{name}={v}" for v in range(card)]))
         self.profile_num = self._add(list(schema.numeric))
+        self.profile = slice(0, self.profile_num.stop)  # every profile column (one-hots, numerics)
         a, c = cat.n_offers, cat.n_categories
         self.offer_exposure = self._add([f"exposure_offer_{i}" for i in range(a)])
         self.category_exposure = self._add([f"exposure_category_{i}" for i in range(c)])

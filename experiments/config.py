@@ -66,8 +66,11 @@ class EvaluationConfig:
     n_users: int = 4000  # users per policy, the same users for every policy
     n_bootstrap: int = 1000
     ci_level: float = 0.95
+    n_segments: int = 4  # k-means segments of the observable profile for the per-segment breakdown
 
     def __post_init__(self) -> None:
+        if self.n_segments < 2:
+            raise ValueError(f"experiment.evaluation.n_segments: must be >= 2, got {self.n_segments}")
         if not 2 <= self.n_users <= MAX_USERS:
             raise ValueError(f"experiment.evaluation.n_users: must be in [2, {MAX_USERS}], got {self.n_users}")
         if not 0.5 <= self.ci_level < 1.0:

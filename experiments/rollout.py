@@ -17,9 +17,9 @@ from gymnasium.vector import AutoresetMode
 from agents.base import OnlinePolicy, Policy
 from envs.vector_env import CampaignVectorEnv
 from envs.world import World
-from experiments.stats import Interval, bootstrap_mean, bootstrap_ratio
+from experiments.stats import Interval, bootstrap_indices, bootstrap_mean, bootstrap_ratio
 
-METRICS = ("click_rate", "conversion_rate", "return", "profit", "episode_length", "offers_sent")
+METRICS = ("click_rate", "conversion_rate", "return", "profit", "episode_length", "offers_sent", "roi", "coverage")
 
 
 @dataclass
@@ -34,6 +34,8 @@ class EpisodeStats:
     revenue: np.ndarray
     cost: np.ndarray
     length: np.ndarray
+    sends_per_action: np.ndarray  # (n_users, n_actions) how often each action was taken
+    first_obs: np.ndarray  # (n_users, obs_dim) the observation at the start of the episode (profile)
 
     def summarise(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Interval]:
         """Every metric with a bootstrap CI over users. Click and conversion rates are per
@@ -45,7 +47,24 @@ class EpisodeStats:
             "profit": bootstrap_mean(self.profit, n_boot, level, seed),
             "episode_length": bootstrap_mean(self.length, n_boot, level, seed),
             "offers_sent": bootstrap_mean(self.offers_sent, n_boot, level, seed),
+            "roi": bootstrap_ratio(self.revenue, self.cost, n_boot, level, seed),
+            "coverage": _bootstrap_coverage(self.sends_per_action, n_boot, level, seed),
         }
+
+    def subset(self, users: np.ndarray) -> EpisodeStats:
+        return EpisodeStats(**{f: getattr(self, f)[users] for f in self.__dataclass_fields__})
+
+
+def _bootstrap_coverage(sends: np.ndarray, n_boot: int, level: float, seed: int) -> Interval:
+    """Share of catalog offers (actions >= 1) sent to at least one user, with a bootstrap CI."""
+    offers = sends[:, 1:] > 0
+    point = float(offers.any(axis=0).mean())
+    idx = bootstrap_indices(len(offers), n_boot, seed)
+    n = len(offers)  # weights[b, u] = how often user u is drawn in bootstrap sample b
+    weights = np.bincount((np.arange(n_boot)[:, None] * n + idx).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    boots = ((weights @ offers) > 0).mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(point, float(lo), float(hi))
 
 
 def rollout(
@@ -69,7 +88,9 @@ def rollout(
 def _run_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> EpisodeStats:
     n = env.num_envs
     totals = {k: np.zeros(n) for k in ("clicks", "conversions", "offers_sent", "ret", "profit", "revenue", "cost", "length")}
+    sends = np.zeros((n, env.catalog.n_actions))
     obs, _ = env.reset(seed=seed)
+    first_obs = obs.copy()
     done = np.zeros(n, dtype=bool)
     while not done.all():
         actions = policy.act(obs, env.action_masks())
@@ -86,8 +107,9 @@ def _run_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> EpisodeStat
         totals["revenue"] += info["revenue"]
         totals["cost"] += info["cost"]
         totals["length"] += active
+        sends[np.flatnonzero(active), actions[active]] += 1
         done |= terminated | truncated
-    return EpisodeStats(**totals)
+    return EpisodeStats(**totals, sends_per_action=sends, first_obs=first_obs)
 
 
 def make_env_factory(world_factory: Callable[[int], World], campaign) -> Callable[[int], CampaignVectorEnv]:

@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau
 
+from agents.bandits import EpsilonGreedyBandit, LinearThompsonBandit, LinUCBBandit
 from agents.reference import NurturePolicy, OracleGreedyPolicy
 from agents.sb3_agents import SB3Policy, build_agent, resume_agent, train_agent
 from envs.learned_world import LearnedWorld
@@ -41,14 +42,14 @@ from experiments.report import (
     write_report,
 )
 from experiments.rollout import METRICS, make_env_factory, rollout
+from experiments.segments import breakdown_markdown, fit_segments, segment_breakdown
 from experiments.stats import bootstrap_mean
 from recsys.logs import validate_logs, write_logs
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
 
-# Paired comparisons shown in the report: (challenger, baseline), on profit per user.
-COMPARISONS = (("nurture", "oracle_greedy"), *((a, b) for a in config_module.ALGOS for b in ("greedy", "oracle_greedy")))
+BANDITS = (EpsilonGreedyBandit, LinUCBBandit, LinearThompsonBandit)
 LEARNING_CURVE_TAGS = ("rollout/ep_rew_mean", "campaign/profit_per_episode", "campaign/click_rate")
 
 
@@ -79,23 +80,32 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         **{name: (lambda env, m=m, name=name: SB3Policy(m, name, config.agents[name].deterministic_eval, seed))
            for name, m in models.items()},
         **fixed_policies(config),
+        **{cls.name: (lambda env, cls=cls: cls.for_env(env, seed=seed)) for cls in BANDITS},
     }
     oracles = {"oracle_greedy": OracleGreedyPolicy, "nurture": NurturePolicy}  # read TrueWorld's hidden state
     ev = exp.evaluation
     worlds: dict[str, Any] = {}
+    stats_by_world: dict[str, dict[str, Any]] = {}
     for world, factory in world_factories.items():
         make_env = make_env_factory(factory, config.campaign)
         roster = {**policies, **(oracles if world == "true" else {})}
         stats = {name: rollout(make_env, f, ev.n_users, eval_users_from) for name, f in roster.items()}
+        stats_by_world[world] = stats
         summary = {name: {m: iv.as_dict() for m, iv in s.summarise(ev.n_bootstrap, ev.ci_level, seed).items()}
                    for name, s in stats.items()}
-        diffs = {}
-        for challenger, baseline in COMPARISONS:
-            if challenger in stats and baseline in stats:
-                d = stats[challenger].profit - stats[baseline].profit
-                diffs[f"{challenger}_minus_{baseline}"] = {
-                    "profit": bootstrap_mean(d, ev.n_bootstrap, ev.ci_level, seed).as_dict()}
-        worlds[world] = {"policies": summary, "paired_differences": diffs}
+        worlds[world] = {"policies": summary,
+                         "paired_differences": _paired_differences(stats, list(models), ev, seed)}
+
+    # Per segment (k-means on the observable profiles): where does the best agent gain or lose
+    # against the best non-RL, non-oracle policy?
+    true_stats = stats_by_world["true"]
+    profile_cols = CampaignVectorEnv(world_factories["true"](1), config.campaign).layout.profile
+    segments = fit_segments(true_stats["random"].first_obs[:, profile_cols], ev.n_segments, seed)
+    labels = segments.predict(true_stats["random"].first_obs[:, profile_cols])
+    best_agent = max(models, key=lambda n: worlds["true"]["policies"][n]["profit"]["mean"]) if models else None
+    baseline = _best_baseline(worlds["true"]["policies"])
+    breakdown = (segment_breakdown(true_stats, labels, best_agent, baseline, ev.n_bootstrap, ev.ci_level, seed)
+                 if best_agent else None)
 
     # 5. Results, plots, report.
     both = [p for p in worlds["learned"]["policies"] if p in worlds["true"]["policies"]]
@@ -115,6 +125,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "worlds": worlds,
         "sim_to_real": sim_to_real,
         "simulator": {"fidelity": fidelity_summary, "targets_met": target_checks(fidelity)},
+        "segments": breakdown,
     }
     atomic_write_json(out / "results.json", results)
     for world in worlds:
@@ -124,6 +135,26 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     write_report(out, _sections(results, has_curves), f"campaign-gym run: {exp.name}, seed {seed}")
     log.info("wrote %s", out)
     return results
+
+
+def _best_baseline(policies: dict[str, Any]) -> str:
+    """The best policy on TrueWorld profit that is neither an RL agent nor an oracle."""
+    excluded = set(config_module.ALGOS) | {"oracle_greedy", "nurture", "no_offer"}
+    return max((p for p in policies if p not in excluded), key=lambda p: policies[p]["profit"]["mean"])
+
+
+def _paired_differences(stats: dict[str, Any], agents: list[str], ev: Any, seed: int) -> dict[str, Any]:
+    """Profit differences on the same users: nurture vs oracle_greedy, and every agent vs the
+    best baseline, the greedy heuristic and oracle_greedy (when present)."""
+    summary = {name: {"profit": {"mean": float(s.profit.mean())}} for name, s in stats.items()}
+    best = _best_baseline(summary)
+    pairs = [("nurture", "oracle_greedy")] + [(a, b) for a in agents for b in dict.fromkeys((best, "greedy", "oracle_greedy"))]
+    out = {}
+    for challenger, baseline in pairs:
+        if challenger in stats and baseline in stats:
+            d = stats[challenger].profit - stats[baseline].profit
+            out[f"{challenger}_minus_{baseline}"] = {"profit": bootstrap_mean(d, ev.n_bootstrap, ev.ci_level, seed).as_dict()}
+    return out
 
 
 def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str, Any],
@@ -177,6 +208,9 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
                      + "\n\n`nurture` and `oracle_greedy` both read the hidden state; `nurture` plans (rests, "
                        "rotates, nurtures) while `oracle_greedy` maximises the immediate expected reward. A positive "
                        "difference means long-term effects make one-step greedy beatable."))
+    if results["segments"]:
+        sections.append(("Per segment (k-means on observable profiles; TrueWorld, paired users)",
+                         breakdown_markdown(results["segments"])))
     if has_curves:
         sections.append(("Learning curves (from the TensorBoard event files in `tensorboard/`)",
                          "![learning curves](learning_curves.png)"))

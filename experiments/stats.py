@@ -8,6 +8,7 @@ offers they receive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -25,16 +26,21 @@ class Interval:
         return self.ci_low > 0.0 or self.ci_high < 0.0
 
 
-def _indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+@lru_cache(maxsize=4)
+def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap resamples of n users; cached, so every metric (and every policy evaluated on
+    the same users) uses the same resamples, which also makes paired CIs consistent."""
     if n < 2:
         raise ValueError(f"bootstrap: need at least 2 users, got {n}")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx.flags.writeable = False
+    return idx
 
 
 def bootstrap_mean(values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
     """Mean of per-user values with a percentile-bootstrap CI."""
     values = np.asarray(values, dtype=np.float64)
-    boots = values[_indices(len(values), n_boot, seed)].mean(axis=1)
+    boots = values[bootstrap_indices(len(values), n_boot, seed)].mean(axis=1)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(values.mean()), float(lo), float(hi))
 
@@ -44,7 +50,7 @@ def bootstrap_ratio(
 ) -> Interval:
     """sum(numerator) / sum(denominator) over users, with a percentile-bootstrap CI."""
     num, den = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
-    idx = _indices(len(num), n_boot, seed)
+    idx = bootstrap_indices(len(num), n_boot, seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         boots = num[idx].sum(axis=1) / den[idx].sum(axis=1)
         point = num.sum() / den.sum() if den.sum() > 0 else 0.0

@@ -48,14 +48,19 @@ def test_results_follow_the_contract(tiny_run):
     assert on_disk == json.loads(json.dumps(results))
     true, learned = on_disk["worlds"]["true"]["policies"], on_disk["worlds"]["learned"]["policies"]
     agents = {"ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo"}
-    assert agents | {"random", "greedy", "logging", "no_offer", "softmax", "oracle_greedy", "nurture"} == set(true)
+    bandits = {"epsilon_greedy", "linucb", "thompson"}
+    fixed = {"random", "greedy", "logging", "no_offer", "softmax"}
+    assert agents | bandits | fixed | {"oracle_greedy", "nurture"} == set(true)
     assert set(learned) == set(true) - {"oracle_greedy", "nurture"}  # oracles need TrueWorld's hidden state
     for world in (true, learned):
         for name, metrics in world.items():
-            for metric in ("click_rate", "conversion_rate", "return", "profit", "episode_length"):
+            for metric in ("click_rate", "conversion_rate", "return", "profit", "episode_length", "roi", "coverage"):
                 iv = metrics[metric]
                 assert iv["ci_low"] <= iv["mean"] <= iv["ci_high"], (name, metric, iv)
         assert world["no_offer"]["click_rate"]["mean"] == 0.0
+    segments = on_disk["segments"]["segments"]
+    assert sum(seg["share"] for seg in segments.values()) == pytest.approx(1.0)
+    assert on_disk["segments"]["challenger"] in agents
     s2r = on_disk["sim_to_real"]
     assert -1.0 <= s2r["kendall_tau"] <= 1.0 and set(s2r["rel_error"]) == set(learned)
     fidelity = json.loads((out / "fidelity.json").read_text())

@@ -164,7 +164,7 @@ class TrainConfig:
 
     section: ClassVar[str] = "recommender"
     epochs: int = 30
-    batch_size: int = 1024  # rows (or users, for sequence models) per gradient step
+    batch_size: int = 256  # rows (or users, for sequence models) per gradient step
     lr: float = 3e-3
     weight_decay: float = 1e-5
     patience: int = 3  # epochs without validation improvement before stopping
@@ -418,6 +418,7 @@ class PointwiseRecommender(TorchRecommender):
             if len(labels) == 0 or labels.min() == labels.max():
                 raise ValueError(f"logs: the {split} users have no {self.target} rows with both outcomes; "
                                  f"{self.name} needs positive and negative {self.target} labels")
+        torch.manual_seed(self.config.seed)
         self.module = self._build()
         self.module.fit_standardiser(x)
 
@@ -427,8 +428,11 @@ class PointwiseRecommender(TorchRecommender):
         def loss(module: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
             return nn.functional.binary_cross_entropy_with_logits(module(b["x"], b["o"])[:, 0], b["y"])
 
-        train_module(self.module, loss, tensors(x, o, y), tensors(xv, ov, yv), self.config,
-                     f"{self.name} ({self.target})", progress)
+        self._train(loss, tensors(x, o, y), tensors(xv, ov, yv), progress)
+
+    def _train(self, loss: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+               train: dict[str, torch.Tensor], validation: dict[str, torch.Tensor], progress: bool) -> None:
+        train_module(self.module, loss, train, validation, self.config, f"{self.name} ({self.target})", progress)
 
     @torch.no_grad()
     def predict(self, obs: np.ndarray, state: State | None = None) -> np.ndarray:

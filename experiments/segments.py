@@ -1,0 +1,53 @@
+"""Per-segment breakdown: which customer segments gain from RL and which lose.
+
+Segments are what a marketing team would define: k-means on the observable profile (the
+profile columns of the first observation) of the evaluation users in TrueWorld. LearnedWorld
+users (drawn from the GAN) are assigned to the nearest of the same centroids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from experiments.rollout import EpisodeStats
+from experiments.stats import bootstrap_mean
+
+
+def fit_segments(profiles: np.ndarray, k: int, seed: int) -> KMeans:
+    if k < 2:
+        raise ValueError(f"experiment.evaluation.n_segments: must be >= 2, got {k}")
+    return KMeans(n_clusters=k, n_init=5, random_state=seed).fit(profiles)
+
+
+def segment_breakdown(
+    stats: dict[str, EpisodeStats], labels: np.ndarray, challenger: str, baseline: str,
+    n_boot: int, level: float, seed: int,
+) -> dict[str, Any]:
+    """Per segment: its share of users, each policy's profit per user (95% CI) and the paired
+    profit difference challenger - baseline (95% CI)."""
+    out: dict[str, Any] = {"challenger": challenger, "baseline": baseline, "segments": {}}
+    for seg in np.unique(labels):
+        users = labels == seg
+        if users.sum() < 2:
+            continue
+        diff = stats[challenger].profit[users] - stats[baseline].profit[users]
+        out["segments"][f"segment_{int(seg)}"] = {
+            "share": float(users.mean()),
+            "profit": {name: bootstrap_mean(s.profit[users], n_boot, level, seed).as_dict() for name, s in stats.items()},
+            "difference": bootstrap_mean(diff, n_boot, level, seed).as_dict(),
+        }
+    return out
+
+
+def breakdown_markdown(breakdown: dict[str, Any]) -> str:
+    c, b = breakdown["challenger"], breakdown["baseline"]
+    rows = [f"| segment | share | {c} profit | {b} profit | {c} − {b} [95% CI] | verdict |", "|---|---|---|---|---|---|"]
+    for name, seg in breakdown["segments"].items():
+        d = seg["difference"]
+        verdict = "gains" if d["ci_low"] > 0 else "loses" if d["ci_high"] < 0 else "no clear difference"
+        rows.append(f"| {name} | {seg['share']:.2f} | {seg['profit'][c]['mean']:.2f} | {seg['profit'][b]['mean']:.2f} | "
+                    f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {verdict} |")
+    return "\n".join(rows)
