@@ -37,7 +37,10 @@ lint: install
 	$(PY) -m ruff check .
 
 bench: install
-	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.throughput > bench_throughput.json
+	$(PY) -m benchmarks.training > bench_training.json
+	$(PY) -m benchmarks.gan_fidelity > bench_gan_fidelity.json
+	@echo "wrote bench_throughput.json bench_training.json bench_gan_fidelity.json"
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

@@ -30,7 +30,15 @@ MODES = ("greedy", "softmax")
 
 class RecommenderPolicy:
     """``Policy`` over a fitted ``Recommender`` (``StatefulRecommenderPolicy`` when it is
-    stateful: constructing ``RecommenderPolicy`` returns that subclass automatically)."""
+    stateful: constructing ``RecommenderPolicy`` returns that subclass automatically).
+
+    ``env``: when given, checked against what the recommender was fitted on (observation
+    layout, actions, catalog). ``mode``: ``greedy`` or ``softmax``. ``temperature``: softmax
+    temperature on the recommender's score scale (log-odds for ``popularity``/``logistic``/
+    ``deepfm``, ranking scores for ``mf``/``gru4rec``, expected profit in currency units for
+    ``value_ranker``). ``seed``: of the softmax draws. ``name``: defaults to the
+    recommender's name, with ``_softmax`` appended in softmax mode.
+    """
 
     def __new__(cls, recommender: Recommender, *args: Any, **kwargs: Any) -> RecommenderPolicy:
         if cls is RecommenderPolicy and recommender.stateful:

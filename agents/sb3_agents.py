@@ -16,6 +16,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 from agents.base import StochasticPolicy
 from envs.sb3 import SB3VecEnv
 from envs.vector_env import CampaignVectorEnv
+from recsys.recommenders.base import flush_denormals
 
 _MASKABLE = ("maskable_ppo",)
 
@@ -103,8 +104,9 @@ def train_agent(
         extra.append(CheckpointCallback(per_call, str(checkpoint_dir), name_prefix=name))
     callback = CallbackList([CampaignMetricsCallback(), *extra, *(callbacks or [])])
     remaining = max(total_timesteps - model.num_timesteps, 0)
-    model.learn(remaining, callback=callback, tb_log_name=name, progress_bar=progress,
-                reset_num_timesteps=model.num_timesteps == 0)
+    with flush_denormals():
+        model.learn(remaining, callback=callback, tb_log_name=name, progress_bar=progress,
+                    reset_num_timesteps=model.num_timesteps == 0)
     if checkpoint_dir is not None:
         model.save(Path(checkpoint_dir) / f"{name}_final")
     return model

@@ -22,7 +22,6 @@ from typing import Any
 import hydra
 import numpy as np
 import pyarrow as pa
-import torch
 from gymnasium.vector import AutoresetMode
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -32,6 +31,7 @@ from envs.learned_world import CATALOG_FILE, LearnedWorld, catalog_to_json
 from envs.true_world import TrueWorld, replay_oracle
 from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
+from experiments import setup_torch
 from experiments.artifacts import atomic_write_json, atomic_write_text
 from experiments.fidelity import policy_fidelity, response_model_fidelity
 from experiments.fidelity_report import fidelity_markdown, plot_calibration, plot_policy_values
@@ -39,7 +39,7 @@ from experiments.rollout import make_env_factory
 from recsys.logs import generate_logs, log_metadata, split_users, validate_logs
 from recsys.profile_fidelity import plot_marginals, profile_fidelity
 from recsys.response_model import fit_response_model, predict, save_response_model
-from recsys.sequences import sequences_from_logs
+from recsys.sequences import SequenceData, sequences_from_logs
 from recsys.user_gan import IndependentMarginalsSampler, fit_user_gan, profiles_from_logs
 
 log = logging.getLogger("campaign_gym")
@@ -72,6 +72,15 @@ def fixed_policies(config: config_module.Config) -> dict[str, Any]:
     }
 
 
+def split_logs(logs: pa.Table, n_actions: int, seed: int) -> tuple[SequenceData, SequenceData, SequenceData]:
+    """Per-user sequences, split train / validation / test by user (no user in two splits)."""
+    data = sequences_from_logs(logs, n_actions=n_actions)
+    if data.n_users < MIN_USERS:
+        raise ValueError(f"logs: {data.n_users} users, need at least {MIN_USERS} to fit a simulator")
+    split = split_users(data.user_ids, seed=seed)
+    return tuple(data.subset(split[k]) for k in ("train", "validation", "test"))  # type: ignore[return-value]
+
+
 def fit_simulator(config: config_module.Config, out: Path, logs: pa.Table) -> tuple[Path, dict[str, Any]]:
     """Fit and judge the simulator; returns its artifact directory and the fidelity dict."""
     sim, exp = config.simulator, config.experiment
@@ -84,11 +93,7 @@ def fit_simulator(config: config_module.Config, out: Path, logs: pa.Table) -> tu
             f"logs: actions go up to {summary.n_actions - 1} but the catalog has {true_world.catalog.n_offers} offers"
         )
     # (1) split by user
-    data = sequences_from_logs(logs, n_actions=true_world.catalog.n_actions)
-    if data.n_users < MIN_USERS:
-        raise ValueError(f"logs: {data.n_users} users, need at least {MIN_USERS} to fit a simulator")
-    split = split_users(data.user_ids, seed=seed)
-    train, validation, test = (data.subset(split[k]) for k in ("train", "validation", "test"))
+    train, validation, test = split_logs(logs, true_world.catalog.n_actions, seed)
     log.info("users: %d train, %d validation, %d test", train.n_users, validation.n_users, test.n_users)
 
     # (2) response models: main + ablation, same code and data
@@ -157,7 +162,7 @@ def fit_simulator(config: config_module.Config, out: Path, logs: pa.Table) -> tu
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     config = config_module.load(cfg)
-    torch.set_num_threads(config.experiment.torch_threads)
+    setup_torch(config.experiment.torch_threads)
     out = Path(HydraConfig.get().runtime.output_dir)
     logs = make_logs(config, config.experiment.progress)
     _, fidelity = fit_simulator(config, out, logs)

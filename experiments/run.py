@@ -18,21 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau
 
 from agents.bandits import EpsilonGreedyBandit, LinearThompsonBandit, LinUCBBandit
+from agents.recommender_policy import RecommenderPolicy
 from agents.reference import NurturePolicy, OracleGreedyPolicy
 from agents.sb3_agents import SB3Policy, build_agent, resume_agent, train_agent
 from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignConfig, CampaignVectorEnv
 from experiments import config as config_module
+from experiments import setup_torch
 from experiments.artifacts import atomic_write_json, provenance
 from experiments.fidelity_report import target_checks
-from experiments.fit_simulator import fit_simulator, fixed_policies, make_logs
+from experiments.fit_simulator import fit_simulator, fixed_policies, make_logs, split_logs
 from experiments.report import (
     data_summary_md,
     plot_learning_curves,
@@ -45,6 +46,7 @@ from experiments.rollout import METRICS, make_env_factory, rollout
 from experiments.segments import breakdown_markdown, fit_segments, segment_breakdown
 from experiments.stats import bootstrap_mean
 from recsys.logs import validate_logs, write_logs
+from recsys.recommenders import LoggedData, evaluate_recommenders, fit_recommenders
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
@@ -56,7 +58,7 @@ LEARNING_CURVE_TAGS = ("rollout/ep_rew_mean", "campaign/profit_per_episode", "ca
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     config = config_module.load(cfg)
     exp, seed = config.experiment, config.experiment.seed
-    torch.set_num_threads(exp.torch_threads)
+    setup_torch(exp.torch_threads)
     _, eval_users_from = config_module.user_blocks(seed)
 
     # 1. Logged data: the logging policy in TrueWorld.
@@ -72,13 +74,20 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "learned": lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n),
     }
 
-    # 3. Train every agent on the batched env (plain algorithms learn the masks via a penalty).
+    # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).
+    splits = split_logs(logs, learned.catalog.n_actions, seed)
+    logged = [LoggedData.replay(d, learned.catalog, learned.profile_schema, config.campaign) for d in splits]
+    recommenders = fit_recommenders(logged[0], logged[1], progress=exp.progress)
+    offline = evaluate_recommenders(recommenders, logged[2])
+
+    # 4. Train every agent on the batched env (plain algorithms learn the masks via a penalty).
     models = {name: train(name, config.agents[name], world_factories, config, out) for name in exp.agents}
 
-    # 4. Paired evaluation in both worlds: every policy meets the same users with the same draws.
+    # 5. Paired evaluation in both worlds: every policy meets the same users with the same draws.
     policies = {
         **{name: (lambda env, m=m, name=name: SB3Policy(m, name, config.agents[name].deterministic_eval, seed))
            for name, m in models.items()},
+        **{name: (lambda env, r=r: RecommenderPolicy(r, env)) for name, r in recommenders.items()},
         **fixed_policies(config),
         **{cls.name: (lambda env, cls=cls: cls.for_env(env, seed=seed)) for cls in BANDITS},
     }
@@ -107,7 +116,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     breakdown = (segment_breakdown(true_stats, labels, best_agent, baseline, ev.n_bootstrap, ev.ci_level, seed)
                  if best_agent else None)
 
-    # 5. Results, plots, report.
+    # 6. Results, plots, report.
     both = [p for p in worlds["learned"]["policies"] if p in worlds["true"]["policies"]]
     true_ret = [worlds["true"]["policies"][p]["return"]["mean"] for p in both]
     sim_ret = [worlds["learned"]["policies"][p]["return"]["mean"] for p in both]
@@ -126,6 +135,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "sim_to_real": sim_to_real,
         "simulator": {"fidelity": fidelity_summary, "targets_met": target_checks(fidelity)},
         "segments": breakdown,
+        "recommenders": {"offline_metrics": offline},
     }
     atomic_write_json(out / "results.json", results)
     for world in worlds:
@@ -200,6 +210,12 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
          + "\n".join(f"| {k} | {fid[k]:.4f} | {'yes' if v else '**no**'} |" for k, v in met.items())
          + f"\n\nSim-to-real: Kendall tau of the policy ranking by return {s2r['kendall_tau']:.3f}."),
     ]
+    offline = results["recommenders"]["offline_metrics"]
+    keys = ("click_auc", "click_logloss", "hr_at_5", "ndcg_at_5")
+    sections.append(("Supervised recommenders: offline metrics on held-out users",
+                     "| recommender | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
+                     + "\n".join(f"| {n} | " + " | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), float) else "–" for k in keys)
+                                 + " |" for n, m in offline.items())))
     for world in ("true", "learned"):
         sections.append((f"Policies in the {world} world (mean [95% CI], same users for every policy)",
                          policy_table(worlds[world]["policies"], METRICS)

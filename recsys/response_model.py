@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from experiments.artifacts import atomic_write_bytes, atomic_write_json
+from recsys.recommenders.base import flush_denormals
 from recsys.sequences import SequenceData
 
 ENCODERS = ("gru", "attention", "none", "logistic")
@@ -315,6 +316,21 @@ def fit_response_model(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(tensorboard_dir))
+    with flush_denormals():
+        best_state = _train_loop(model, opt, tr, va, gen, config, progress, writer)
+    if writer is not None:
+        writer.close()
+    model.load_state_dict(best_state)
+    if config.calibrate:
+        _recalibrate(model, va)
+    model.eval()
+    return model
+
+
+def _train_loop(model: ResponseModel, opt: torch.optim.Optimizer, tr: dict[str, torch.Tensor],
+                va: dict[str, torch.Tensor], gen: torch.Generator, config: ResponseModelConfig, progress: bool,
+                writer: Any) -> dict[str, torch.Tensor]:
+    """Epochs with early stopping on validation loss; returns the best state_dict."""
     best, best_state, bad, start = math.inf, None, 0, time.perf_counter()
     bar = tqdm(range(config.epochs), desc=f"response model ({config.history_encoder})", disable=not progress)
     for epoch in bar:
@@ -339,13 +355,7 @@ def fit_response_model(
             bad += 1
         if bad >= config.patience or time.perf_counter() - start > config.max_seconds:
             break
-    if writer is not None:
-        writer.close()
-    model.load_state_dict(best_state)
-    if config.calibrate:
-        _recalibrate(model, va)
-    model.eval()
-    return model
+    return best_state
 
 
 def _recalibrate(model: ResponseModel, t: dict[str, torch.Tensor]) -> None:

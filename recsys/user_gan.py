@@ -5,27 +5,34 @@ Pipeline: ``profiles_from_logs`` (one row per user) -> ``fit_user_gan`` -> ``Use
 needs (latent noise, Gumbel noise) comes from ``envs.rng`` keyed by the user, so a user's
 profile depends only on its key, never on the batch it is drawn in.
 
-Model (CTGAN-style WGAN-GP, Xu et al. 2019):
+Model (a CTGAN-style WGAN-GP, Xu et al. 2019, with three changes that mattered here):
 
-* Data encoding: categoricals are one-hot. Numerics are transformed so that skewed and
-  multimodal columns become easy targets: ``"quantile"`` (default) maps a column through its
-  empirical CDF to a standard normal (the inverse maps any normal draw back onto the logged
-  marginal, so skew and several modes come for free); ``"mode"`` is CTGAN's mode-specific
-  normalisation (a small Gaussian mixture per column, value = (mode one-hot, offset within the
-  mode)).
-* Generator: MLP with residual concatenation; one-hot blocks come out of a Gumbel-softmax
-  (soft during training, hard = argmax(logits + Gumbel) at sampling), numeric values linear
-  (quantile) or tanh (mode offsets).
-* Critic: MLP over "packs" of ``pac`` rows (PacGAN), which punishes mode collapse; trained
-  with the Wasserstein loss and a gradient penalty.
+* Encoding: categoricals are one-hot. Numerics use CTGAN's mode-specific normalisation by
+  default (a BIC-chosen Gaussian mixture per column; value = (mode one-hot, offset within the
+  mode)), which turns a multimodal column such as TrueWorld's ``activity`` into a discrete
+  choice plus a small continuous part; ``"quantile"`` (empirical CDF -> standard normal) is the
+  alternative and handles skew but not well-separated modes (C2ST 0.71 vs 0.59 on TrueWorld).
+* Generator: an MLP trunk (residual concatenation) and one head per encoded block, run in
+  order: all one-hots first (categoricals, then numeric modes), then the numeric offsets. Each
+  head reads the trunk output and the blocks already generated, and one-hots are sampled hard
+  (straight-through Gumbel-softmax in training, argmax(logits + Gumbel) when sampling) before
+  the next head runs, so continuous parts are conditioned on the codes actually drawn.
+* Critic: an MLP over packs of ``pac`` rows (PacGAN), Wasserstein loss plus gradient penalty.
+* The returned generator is an exponential moving average of the trained weights: plain
+  WGAN-GP oscillated between C2ST 0.61 and 0.84 from one checkpoint to the next; the average
+  does not.
+* Post-hoc marginal calibration (``UserGAN.calibrate_marginals``): per-code logit offsets and a
+  monotone quantile map per numeric column make every marginal match the training data, so the
+  network's capacity goes to the dependence between features.
 
 Artifacts (``UserGAN.save``/``load``): a directory with ``generator.pt`` (a state_dict, loads
 with ``torch.load(..., weights_only=True)``), ``config.json`` (architecture, feature names,
-cardinalities and numeric transform parameters, plain JSON) and ``metrics.json``.
+cardinalities, numeric transform and calibration parameters, plain JSON) and ``metrics.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -61,6 +68,7 @@ _QUANTILE_CLIP = 1e-4  # empirical CDF clipped to [q, 1 - q] before the inverse 
 _MODE_SCALE = 4.0  # CTGAN: offset within a mode = (x - mean) / (4 sd), in (-1, 1)
 _MODE_MIN_WEIGHT = 1e-3  # mixture components lighter than this are dropped
 _MODE_SAMPLE = 5_000  # rows used to fit each column's Gaussian mixture
+_ONEHOT_KINDS = ("category", "mode")
 _STREAM_CALIBRATION = 0xCA1B  # user keys of the calibration sample
 _CALIBRATION_ITERS = 50  # fixed-point iterations fitting the one-hot logit offsets
 _MAX_LOGIT_OFFSET = 30.0  # a code never seen in the data gets offset -30 (probability ~1e-13)
@@ -83,8 +91,10 @@ class ProfileData:
     user_ids: np.ndarray | None = None  # (n,) int64, when the rows come from logs
 
     def __post_init__(self) -> None:
-        cat = np.asarray(self.categorical, dtype=np.int64).reshape(len(self.categorical), -1)
-        num = np.asarray(self.numeric, dtype=np.float64).reshape(len(self.numeric), -1)
+        cat = np.asarray(self.categorical, dtype=np.int64)
+        num = np.asarray(self.numeric, dtype=np.float64)
+        if cat.ndim != 2 or num.ndim != 2:
+            raise ValueError(f"profiles: categorical and numeric must be 2-d, got shapes {cat.shape} and {num.shape}")
         object.__setattr__(self, "categorical", cat)
         object.__setattr__(self, "numeric", num)
         object.__setattr__(self, "categorical_names", tuple(self.categorical_names))
@@ -243,12 +253,18 @@ class UserGANConfig:
 # --------------------------------------------------------------------------------- data encoding
 @dataclass(frozen=True)
 class Span:
-    """A block of the encoded row: ``onehot`` (a categorical, or a numeric's mode), ``value``
-    (a quantile-normal number, linear output) or ``offset`` (a position within a mode, tanh)."""
+    """A block of the encoded row, for column ``column`` of its kind: ``category`` (a
+    categorical's one-hot), ``mode`` (a numeric's mixture component, one-hot), ``offset`` (the
+    position within that mode, tanh) or ``value`` (a quantile-normal number, linear)."""
 
     kind: str
+    column: int
     start: int
     size: int
+
+    @property
+    def onehot(self) -> bool:
+        return self.kind in ("category", "mode")
 
 
 def _quantile_cdf(x: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -296,11 +312,13 @@ class ProfileEncoder:
 
     @property
     def spans(self) -> list[Span]:
-        sizes = [("onehot", card) for card in self.cardinalities]
-        for col in self.numeric:
-            sizes += [("value", 1)] if col["kind"] == "quantile" else [("onehot", len(col["means"])), ("offset", 1)]
-        starts = np.cumsum([0] + [size for _, size in sizes])
-        return [Span(kind, int(start), size) for (kind, size), start in zip(sizes, starts, strict=False)]
+        """Generation order: every one-hot first (categoricals, then numeric modes), then the
+        numeric offsets/values, so each continuous part is conditioned on all discrete ones."""
+        blocks = [("category", j, card) for j, card in enumerate(self.cardinalities)]
+        blocks += [("mode", j, len(col["means"])) for j, col in enumerate(self.numeric) if col["kind"] == "mode"]
+        blocks += [("offset" if col["kind"] == "mode" else "value", j, 1) for j, col in enumerate(self.numeric)]
+        starts = np.cumsum([0] + [size for _, _, size in blocks])
+        return [Span(kind, j, int(start), size) for (kind, j, size), start in zip(blocks, starts, strict=False)]
 
     @property
     def dim(self) -> int:
@@ -310,39 +328,40 @@ class ProfileEncoder:
         """(n, dim) float32 encoded rows; ``seed`` draws each value's mode from its posterior
         (mode transform, as CTGAN)."""
         g = np.random.default_rng(seed)
-        parts = [np.eye(card, dtype=np.float32)[data.categorical[:, j]] for j, card in enumerate(self.cardinalities)]
+        parts = {("category", j): np.eye(card)[data.categorical[:, j]] for j, card in enumerate(self.cardinalities)}
         for j, col in enumerate(self.numeric):
             x = data.numeric[:, j]
             if col["kind"] == "quantile":
                 u = _quantile_cdf(x, np.asarray(col["quantiles"]))
-                parts.append(ndtri(np.clip(u, _QUANTILE_CLIP, 1.0 - _QUANTILE_CLIP))[:, None])
+                parts["value", j] = ndtri(np.clip(u, _QUANTILE_CLIP, 1.0 - _QUANTILE_CLIP))[:, None]
                 continue
             means, stds, w = (np.asarray(col[k]) for k in ("means", "stds", "weights"))
             logp = np.log(w) - np.log(stds) - 0.5 * ((x[:, None] - means) / stds) ** 2
             post = np.exp(logp - logp.max(axis=1, keepdims=True))
             post /= post.sum(axis=1, keepdims=True)
             mode = np.minimum((g.random(len(x))[:, None] > np.cumsum(post, axis=1)).sum(axis=1), len(means) - 1)
-            parts.append(np.eye(len(means))[mode])
-            parts.append(np.clip((x - means[mode]) / (_MODE_SCALE * stds[mode]), -0.99, 0.99)[:, None])
-        return np.concatenate(parts, axis=1).astype(np.float32)
+            parts["mode", j] = np.eye(len(means))[mode]
+            parts["offset", j] = np.clip((x - means[mode]) / (_MODE_SCALE * stds[mode]), -0.99, 0.99)[:, None]
+        out = np.zeros((len(data), self.dim), dtype=np.float32)
+        for s in self.spans:
+            out[:, s.start:s.start + s.size] = parts[s.kind, s.column]
+        return out
 
     def decode(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(categorical codes, numeric values) of encoded rows (one-hots read by argmax)."""
-        spans = iter(self.spans)
+        blocks = {(s.kind, s.column): rows[:, s.start:s.start + s.size] for s in self.spans}
         cat = np.zeros((len(rows), len(self.cardinalities)), dtype=np.int64)
         for j in range(len(self.cardinalities)):
-            s = next(spans)
-            cat[:, j] = np.argmax(rows[:, s.start:s.start + s.size], axis=1)
+            cat[:, j] = np.argmax(blocks["category", j], axis=1)
         num = np.zeros((len(rows), len(self.numeric)))
         for j, col in enumerate(self.numeric):
-            s = next(spans)
             if col["kind"] == "quantile":
-                num[:, j] = np.interp(ndtr(rows[:, s.start]), np.linspace(0.0, 1.0, len(col["quantiles"])),
-                                      col["quantiles"])
-                continue
-            mode = np.argmax(rows[:, s.start:s.start + s.size], axis=1)
-            offset = rows[:, next(spans).start]
-            num[:, j] = offset * _MODE_SCALE * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
+                q = col["quantiles"]
+                num[:, j] = np.interp(ndtr(blocks["value", j][:, 0]), np.linspace(0.0, 1.0, len(q)), q)
+            else:
+                mode = np.argmax(blocks["mode", j], axis=1)
+                stds, means = np.asarray(col["stds"]), np.asarray(col["means"])
+                num[:, j] = blocks["offset", j][:, 0] * _MODE_SCALE * stds[mode] + means[mode]
         return cat, num
 
     def to_json(self) -> dict[str, Any]:
@@ -438,7 +457,7 @@ def _training_pick(kinds: list[str], tau: float) -> Callable[[int, torch.Tensor]
     relaxed sample's gradient backward."""
 
     def pick(i: int, raw: torch.Tensor) -> torch.Tensor:
-        if kinds[i] == "onehot":
+        if kinds[i] in _ONEHOT_KINDS:
             return F.gumbel_softmax(raw, tau=tau, hard=True)
         return torch.tanh(raw) if kinds[i] == "offset" else raw
 
@@ -454,9 +473,8 @@ def _gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor) ->
 
 
 def _copy_generator(g: Generator, dtype: torch.dtype = torch.float32) -> Generator:
-    out = Generator(g.latent_dim, tuple(layer.out_features for layer in g.trunk), _head_spec(g), _head_width(g))
-    out.load_state_dict(g.state_dict())
-    return out.to(dtype)
+    """A detached copy (deepcopy: building a new module would draw from the torch RNG)."""
+    return copy.deepcopy(g).to(dtype)
 
 
 def _head_spec(g: Generator) -> list[tuple[str, int]]:
@@ -529,7 +547,7 @@ class UserGAN:
         if self._sampler is None:
             self._sampler = _copy_generator(self.generator, torch.float64).eval()
         spans = self.encoder.spans
-        onehot_index = {i: k for k, i in enumerate(i for i, s in enumerate(spans) if s.kind == "onehot")}
+        onehot_index = {i: k for k, i in enumerate(i for i, s in enumerate(spans) if s.onehot)}
         z = rng.normal(keys[:, None], _STREAM_LATENT, np.arange(self.config.latent_dim)[None])
         u = rng.uniform(keys[:, None], _STREAM_GUMBEL, np.arange(self.encoder.dim)[None])
         gumbel = -np.log(-np.log(u))
@@ -587,7 +605,7 @@ class UserGAN:
         map. The parameters are plain lists saved in ``config.json``."""
         keys = sample_keys_for(n_samples, seed ^ _STREAM_CALIBRATION)
         encoded = self.encoder.encode(data, self.config.seed)
-        onehots = [s for s in self.encoder.spans if s.kind == "onehot"]
+        onehots = [s for s in self.encoder.spans if s.onehot]
         offsets = [[0.0] * s.size for s in onehots]
         for k, s in enumerate(onehots):  # a span's logits depend on earlier spans' codes only
             logits = self._encoded(keys, offsets)[1][k] - np.asarray(offsets[k])
@@ -800,7 +818,8 @@ def fit_user_gan(
                 opt_g.step()
                 with torch.no_grad():
                     decay = min(config.ema_decay, step / (step + 10.0))  # warm-up: early weights fade fast
-                    torch._foreach_lerp_(ema_params, gen_params, 1.0 - decay)
+                    for e, p in zip(ema_params, gen_params, strict=True):
+                        e.lerp_(p, 1.0 - decay)
                 bar.update(1)
                 if step % config.log_every == 0 or step == config.steps:
                     elapsed = time.perf_counter() - start

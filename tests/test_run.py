@@ -50,7 +50,11 @@ def test_results_follow_the_contract(tiny_run):
     agents = {"ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo"}
     bandits = {"epsilon_greedy", "linucb", "thompson"}
     fixed = {"random", "greedy", "logging", "no_offer", "softmax"}
-    assert agents | bandits | fixed | {"oracle_greedy", "nurture"} == set(true)
+    recommenders = {"popularity", "logistic", "deepfm", "mf", "gru4rec", "value_ranker"}
+    assert agents | bandits | fixed | recommenders | {"oracle_greedy", "nurture"} == set(true)
+    assert set(on_disk["recommenders"]["offline_metrics"]) == recommenders
+    for name, metrics in on_disk["recommenders"]["offline_metrics"].items():
+        assert 0.5 < metrics["click_auc"] <= 1.0, name  # trained on logs, judged on held-out users
     assert set(learned) == set(true) - {"oracle_greedy", "nurture"}  # oracles need TrueWorld's hidden state
     for world in (true, learned):
         for name, metrics in world.items():

@@ -23,6 +23,7 @@ Typical use::
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,6 @@ def evaluate_recommenders(fitted: dict[str, Recommender], test: LoggedData, k: i
 
 def load_recommender(directory: str | Path) -> Recommender:
     """Whatever recommender ``Recommender.save`` wrote into ``directory``."""
-    import json
-
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing recommender file; save() writes it")

@@ -36,6 +36,7 @@ from recsys.recommenders.base import (
 class DeepFMConfig(TrainConfig):
     section: ClassVar[str] = "recommender.deepfm"
     target: str = "click"  # click | conversion (p(convert | click), fitted on clicked rows)
+    batch_size: int = 1024
     embed_dim: int = 8
     hidden_dim: int = 64  # width of the MLP's first layer (the second is half)
 
@@ -80,7 +81,7 @@ class _DeepFMNet(nn.Module):
         for lin, c in zip(self.cat_linear, codes, strict=True):
             first_user = first_user + lin(c)
         if offers is None:
-            offers = torch.arange(self.offer_embed.num_embeddings).expand(len(x), -1)
+            offers = torch.arange(self.offer_embed.num_embeddings)[None]  # (1, A): broadcasts over users
         category = self.offer_category[offers]
         offer = torch.stack([self.offer_embed(offers), self.category_embed(category)], dim=2)  # (N, m, 2, k)
         first_offer = (self.offer_linear(offers) + self.category_linear(category))[..., 0]

@@ -1,0 +1,103 @@
+"""Where does PPO's learn() time go? Share of wall time spent stepping the env, and env-steps/s.
+
+    python -m benchmarks.training [--steps 131072] [--world learned|true]
+
+Prints ONE JSON object. Uses the default agent config (``conf/agent/ppo.yaml``) on the
+batched env. The env time is measured by a ``VecEnvWrapper`` around the SB3 adapter
+(step_async/step_wait/reset), so it includes the world (the response model forward for
+LearnedWorld), the adapter and the info dicts; everything else is SB3 (policy forward,
+rollout buffer, gradient steps). The learned world uses an untrained response model of the
+default architecture (same cost per step as a fitted one) unless --simulator-dir is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+_CONF = Path(__file__).resolve().parent.parent / "conf" / "agent" / "ppo.yaml"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=131_072, help="env steps of learn()")
+    p.add_argument("--world", choices=("learned", "true"), default="learned")
+    p.add_argument("--simulator-dir", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n-envs", type=int, default=None, help="override the config's n_envs")
+    p.add_argument("--n-steps", type=int, default=None, help="override the config's n_steps")
+    args = p.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import torch
+    from omegaconf import OmegaConf
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from agents.sb3_agents import algorithm_class
+    from benchmarks.throughput import _learned_world_factory
+    from envs.sb3 import SB3VecEnv
+    from envs.true_world import TrueWorld, TrueWorldConfig
+    from envs.vector_env import CampaignConfig, CampaignVectorEnv
+
+    torch.set_num_threads(args.threads)
+    agent = OmegaConf.to_container(OmegaConf.load(_CONF))
+    if args.n_envs:
+        agent["n_envs"] = args.n_envs
+    if args.n_steps:
+        agent["hyperparams"]["n_steps"] = args.n_steps
+
+    class Timed(VecEnvWrapper):
+        seconds = 0.0
+
+        def reset(self):
+            start = time.perf_counter()
+            out = self.venv.reset()
+            Timed.seconds += time.perf_counter() - start
+            return out
+
+        def step_async(self, actions):
+            start = time.perf_counter()
+            self.venv.step_async(actions)
+            Timed.seconds += time.perf_counter() - start
+
+        def step_wait(self):
+            start = time.perf_counter()
+            out = self.venv.step_wait()
+            Timed.seconds += time.perf_counter() - start
+            return out
+
+    world_config = TrueWorldConfig()
+    factory = (_learned_world_factory(args.simulator_dir, world_config) if args.world == "learned"
+               else lambda n: TrueWorld(world_config, n_users=n))
+    env = CampaignVectorEnv(factory(agent["n_envs"]), CampaignConfig(invalid_action="penalize"))
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    vec = Timed(VecMonitor(SB3VecEnv(env)))
+    model = algorithm_class(agent["algo"])("MlpPolicy", vec, policy_kwargs={"net_arch": agent["net_arch"]},
+                                           seed=0, device="cpu", verbose=0, **agent["hyperparams"])
+    print(f"learn() for {args.steps} steps ...", file=sys.stderr)
+    start = time.perf_counter()
+    model.learn(args.steps)
+    wall = time.perf_counter() - start
+    return {
+        "benchmark": "training",
+        "world": args.world,
+        "agent": {k: agent[k] for k in ("algo", "n_envs", "net_arch", "hyperparams")},
+        "env_steps": int(model.num_timesteps),
+        "learn_seconds": wall,
+        "env_seconds": Timed.seconds,
+        "env_share_of_learn": Timed.seconds / wall,
+        "env_steps_per_s": model.num_timesteps / wall,
+        "target": {"env_share_of_learn": 0.2},
+        "method": __doc__.split("\n\n")[2].replace("\n", " "),
+        "metadata": {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))
