@@ -14,7 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
+from experiments.config import ALGOS  # noqa: E402
 
+RL_AGENTS = ALGOS  # drawn in orange
 _PANELS = (("profit", "profit per user"), ("click_rate", "click rate per offer"),
            ("conversion_rate", "conversion rate per offer"), ("episode_length", "episode length (retention)"))
 
@@ -34,7 +36,7 @@ def plot_policy_metrics(policies: dict[str, dict[str, dict[str, float]]], path: 
         means = [policies[p][metric]["mean"] for p in names]
         lo = [policies[p][metric]["mean"] - policies[p][metric]["ci_low"] for p in names]
         hi = [policies[p][metric]["ci_high"] - policies[p][metric]["mean"] for p in names]
-        colors = ["tab:orange" if p in ("ppo", "a2c", "dqn", "maskable_ppo") else "tab:blue" for p in names]
+        colors = ["tab:orange" if p in RL_AGENTS else "tab:blue" for p in names]
         ax.barh(names, means, xerr=[lo, hi], color=colors, capsize=3)
         ax.set_title(label)
         ax.grid(axis="x", alpha=0.3)
