@@ -115,8 +115,9 @@ def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_pa
         run_module.resume_agent("ppo", tmp_path / "missing.zip", env, None)
 
 
-def test_multirun_over_seeds_with_the_basic_launcher(tmp_path):
-    cmd = [sys.executable, "-m", "experiments.run", "-m", *TINY, "experiment.seed=0,1",
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+def test_multirun_over_seeds(tmp_path, launcher):
+    cmd = [sys.executable, "-m", "experiments.run", "-m", *TINY, *launcher, "experiment.seed=0,1",
            f"hydra.sweep.dir={tmp_path}"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent, timeout=600)
     results = sorted(tmp_path.rglob("results.json"))
