@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -124,3 +125,17 @@ def test_multirun_over_seeds(tmp_path, launcher):
     assert len(results) == 2
     seeds = {json.loads(p.read_text())["config"]["experiment"]["seed"] for p in results}
     assert seeds == {0, 1}
+
+
+def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
+    from experiments.fit_simulator import fit_simulator, make_logs
+    from recsys.logs import LogSchemaError
+
+    config = run_module.config_module.load(_compose(TINY + ["experiment.logs.n_users=50"]))
+    logs = make_logs(config, progress=False)
+    with pytest.raises(ValueError, match="50 users, need at least 100"):
+        fit_simulator(config, tmp_path, logs)
+    broken = logs.set_column(logs.column_names.index("propensity"), "propensity",
+                             pa.array([0.0] * logs.num_rows))
+    with pytest.raises(LogSchemaError, match="propensity"):
+        fit_simulator(config, tmp_path, broken)
