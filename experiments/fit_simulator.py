@@ -32,10 +32,10 @@ from envs.true_world import TrueWorld, replay_oracle
 from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
 from experiments import setup_torch
-from experiments.artifacts import atomic_write_json, atomic_write_text
 from experiments.fidelity import policy_fidelity, response_model_fidelity
 from experiments.fidelity_report import fidelity_markdown, plot_calibration, plot_policy_values
 from experiments.rollout import make_env_factory
+from recsys.artifacts import atomic_write_json, atomic_write_text
 from recsys.logs import generate_logs, log_metadata, split_users, validate_logs
 from recsys.profile_fidelity import plot_marginals, profile_fidelity
 from recsys.response_model import fit_response_model, predict, save_response_model

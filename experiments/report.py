@@ -13,8 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
 from experiments.config import ALGOS  # noqa: E402
+from recsys.artifacts import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 RL_AGENTS = ALGOS  # drawn in orange
 _PANELS = (("profit", "profit per user"), ("click_rate", "click rate per offer"),

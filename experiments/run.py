@@ -31,7 +31,7 @@ from envs.true_world import TrueWorld
 from envs.vector_env import CampaignConfig, CampaignVectorEnv
 from experiments import config as config_module
 from experiments import setup_torch
-from experiments.artifacts import atomic_write_json, provenance
+from experiments.artifacts import provenance
 from experiments.fidelity_report import target_checks
 from experiments.fit_simulator import fit_simulator, fixed_policies, make_logs, split_logs
 from experiments.report import (
@@ -45,6 +45,7 @@ from experiments.report import (
 from experiments.rollout import METRICS, make_env_factory, rollout
 from experiments.segments import breakdown_markdown, fit_segments, segment_breakdown
 from experiments.stats import bootstrap_mean
+from recsys.artifacts import atomic_write_json
 from recsys.logs import validate_logs, write_logs
 from recsys.recommenders import LoggedData, evaluate_recommenders, fit_recommenders
 

@@ -43,10 +43,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +59,7 @@ from gymnasium.vector import AutoresetMode
 from agents.base import Policy
 from envs import rng
 from envs.vector_env import CampaignVectorEnv
+from recsys.artifacts import atomic_write
 
 METADATA_KEY = b"campaign_gym"
 REQUIRED = ("user_id", "step", "action", "propensity", "click")
@@ -383,23 +382,7 @@ def write_logs(table: pa.Table, path: str | Path, validate: bool = True) -> Path
     a partial one. Validates first unless ``validate=False``. Returns the path."""
     if validate:
         validate_logs(table)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode honours the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 # -------------------------------------------------------------------------------------- generation

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from experiments.artifacts import atomic_write_bytes
+from recsys.artifacts import atomic_write_bytes
 
 _MAX_HGB_CATEGORIES = 255  # HistGradientBoosting's limit for a native categorical feature
 _PLOT_BINS = 50

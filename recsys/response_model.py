@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from experiments.artifacts import atomic_write_bytes, atomic_write_json
+from recsys.artifacts import atomic_write_bytes, atomic_write_json
 from recsys.recommenders.base import flush_denormals
 from recsys.sequences import SequenceData
 

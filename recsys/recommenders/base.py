@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from envs.vector_env import CampaignConfig, CampaignVectorEnv
 from envs.world import Catalog, ProfileSchema
-from experiments.artifacts import atomic_write_bytes, atomic_write_json
+from recsys.artifacts import atomic_write_bytes, atomic_write_json
 from recsys.replay import LoggedWorld, replay_observations
 from recsys.sequences import SequenceData
 
