@@ -68,6 +68,21 @@ class DeterministicPolicy:
     n_actions: int = 0
 
 
+class Frozen:
+    """A policy as it is now, without learning: ``act`` and ``action_probs`` delegate, and
+    there is no ``observe``, so rollouts and off-policy evaluation cannot change it (a bandit
+    evaluated on logs must not train on them)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy, self.name = policy, policy.name
+
+    def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        return self.policy.act(obs, masks)
+
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        return self.policy.action_probs(obs, masks)
+
+
 def masked_argmax(scores: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
     """Argmax over allowed actions (action 0, "no offer", is always allowed)."""
     if masks is not None:

@@ -11,12 +11,13 @@ import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
-from stable_baselines3.common.vec_env import VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from agents.base import StochasticPolicy
 from envs.sb3 import SB3VecEnv
 from envs.vector_env import CampaignVectorEnv
-from recsys.recommenders.base import flush_denormals
+from recsys.numerics import flush_denormals
 
 _MASKABLE = ("maskable_ppo",)
 
@@ -68,6 +69,33 @@ class CampaignMetricsCallback(BaseCallback):
         self._episodes = self._steps_in_episodes = 0
 
 
+class ScaledReward(VecEnvWrapper):
+    """The learner sees rewards times ``scale`` (``reward_scale`` in an agent's hyperparams;
+    the infos, hence the campaign metrics and VecMonitor's episode returns, keep real units).
+
+    Why: SB3's DQN fits Q-values with a Huber loss, which is an L1 loss for TD errors above 1,
+    and L1 regression estimates medians. A profit reward is sparse and large (most offers cost
+    the contact fee; a few convert for tens), so the median return of an offer is negative
+    and an unscaled DQN learns to rest. Scaled so TD errors stay mostly below 1, the loss is
+    quadratic and the Q-values estimate expected returns."""
+
+    def __init__(self, venv: VecEnv, scale: float) -> None:
+        super().__init__(venv)
+        self.scale = float(scale)
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, reward, done, infos = self.venv.step_wait()
+        return obs, reward * np.float32(self.scale), done, infos
+
+
+def _wrap(env: CampaignVectorEnv, reward_scale: float) -> VecEnv:
+    vec: VecEnv = VecMonitor(SB3VecEnv(env))
+    return vec if reward_scale == 1.0 else ScaledReward(vec, reward_scale)
+
+
 def build_agent(
     algo: str,
     env: CampaignVectorEnv,
@@ -76,19 +104,24 @@ def build_agent(
     seed: int,
     tensorboard_dir: Path | None,
 ) -> BaseAlgorithm:
-    """An untrained SB3 model on the batched env (wrapped for SB3 and monitored)."""
-    vec = VecMonitor(SB3VecEnv(env))
+    """An untrained SB3 model on the batched env (wrapped for SB3 and monitored). Every
+    hyperparameter goes to the SB3 constructor except ``reward_scale`` (see ``ScaledReward``;
+    kept on the model, so a resumed model trains on the same scale)."""
+    params = dict(hyperparams)
+    reward_scale = float(params.pop("reward_scale", 1.0))
     policy = "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
-    return algorithm_class(algo)(
+    model = algorithm_class(algo)(
         policy,
-        vec,
+        _wrap(env, reward_scale),
         policy_kwargs={"net_arch": list(net_arch)},
         tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None,
         seed=seed,
         verbose=0,
         device="cpu",
-        **dict(hyperparams),
+        **params,
     )
+    model.reward_scale = reward_scale  # saved and loaded with the model's other attributes
+    return model
 
 
 def train_agent(
@@ -117,8 +150,12 @@ def resume_agent(algo: str, path: Path, env: CampaignVectorEnv, tensorboard_dir:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"agent.resume_from: {path} does not exist (checkpoints are in <run>/checkpoints/)")
-    return algorithm_class(algo).load(path, env=VecMonitor(SB3VecEnv(env)), device="cpu",
-                                      tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None)
+    model = algorithm_class(algo).load(path, env=VecMonitor(SB3VecEnv(env)), device="cpu",
+                                       tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None)
+    reward_scale = float(getattr(model, "reward_scale", 1.0))
+    if reward_scale != 1.0:
+        model.set_env(_wrap(env, reward_scale))
+    return model
 
 
 class SB3Policy(StochasticPolicy):
@@ -160,7 +197,7 @@ class SB3Policy(StochasticPolicy):
                 dist = policy.get_distribution(obs_t)
             return dist.distribution.probs.cpu().numpy().astype(np.float64)
 
-    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+    def _masked_probs(self, obs: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
         probs = self._raw_probs(obs)
         if masks is not None:
             probs = np.where(masks, probs, 0.0)
@@ -169,11 +206,26 @@ class SB3Policy(StochasticPolicy):
             probs = np.where(total > 0, probs / np.where(total > 0, total, 1.0), fallback)
         return probs
 
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        """The distribution ``act`` draws from: one-hot on the argmax when ``deterministic``."""
+        probs = self._masked_probs(obs, masks)
+        if self.deterministic:
+            probs = np.eye(probs.shape[1])[probs.argmax(axis=1)]
+        return probs
+
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         if self.deterministic:
-            actions = self.action_probs(obs, masks).argmax(axis=1).astype(np.int64)
+            actions = self._masked_probs(obs, masks).argmax(axis=1).astype(np.int64)
         else:
             actions = super().act(obs, masks)
-        if self._recurrent:
-            self._lstm, self._starts = self._pending, torch.zeros(len(obs))
+        self._commit(len(obs))
         return actions
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, info: dict[str, np.ndarray]) -> None:
+        """Advance the LSTM state past a step whose action was not chosen by ``act`` (off-policy
+        evaluation replays logged actions: ``action_probs`` then ``observe``)."""
+        self._commit(len(obs))
+
+    def _commit(self, n: int) -> None:
+        if self._recurrent and self._pending is not None:
+            self._lstm, self._starts, self._pending = self._pending, torch.zeros(n), None

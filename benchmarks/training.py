@@ -7,7 +7,10 @@ batched env. The env time is measured by a ``VecEnvWrapper`` around the SB3 adap
 (step_async/step_wait/reset), so it includes the world (the response model forward for
 LearnedWorld), the adapter and the info dicts; everything else is SB3 (policy forward,
 rollout buffer, gradient steps). The learned world uses an untrained response model of the
-default architecture (same cost per step as a fitted one) unless --simulator-dir is given.
+default architecture (same cost per step as a fitted one) unless --simulator-dir is given; its
+heads are shifted (Platt shift) to TrueWorld's logged base rates of click, conversion and churn,
+so users churn and autoreset about as often as in a fitted simulator (``--stand-in raw`` keeps
+the raw untrained heads: p = 0.5 each, half the users churn every step, 3-7x more resets).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-envs", type=int, default=None, help="override the config's n_envs")
     p.add_argument("--n-steps", type=int, default=None, help="override the config's n_steps")
+    p.add_argument("--stand-in", choices=("calibrated", "raw"), default="calibrated",
+                   help="untrained response model: heads at TrueWorld's base rates, or raw (p = 0.5)")
     args = p.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -52,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     class Timed(VecEnvWrapper):
         seconds = 0.0
+        resets = 0
 
         def reset(self):
             start = time.perf_counter()
@@ -68,12 +74,19 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             out = self.venv.step_wait()
             Timed.seconds += time.perf_counter() - start
+            Timed.resets += int(out[2].sum())
             return out
 
     world_config = TrueWorldConfig()
     factory = (_learned_world_factory(args.simulator_dir, world_config) if args.world == "learned"
                else lambda n: TrueWorld(world_config, n_users=n))
-    env = CampaignVectorEnv(factory(agent["n_envs"]), CampaignConfig(invalid_action="penalize"))
+    world = factory(agent["n_envs"])
+    rates = None
+    if args.world == "learned" and not args.simulator_dir and args.stand_in == "calibrated":
+        rates = _truth_base_rates(world_config)
+        with torch.no_grad():
+            world.model.calib_shift.copy_(torch.logit(torch.tensor(rates, dtype=torch.float32)))
+    env = CampaignVectorEnv(world, CampaignConfig(invalid_action="penalize"))
     from stable_baselines3.common.vec_env import VecMonitor
 
     vec = Timed(VecMonitor(SB3VecEnv(env)))
@@ -92,11 +105,33 @@ def main(argv: list[str] | None = None) -> dict:
         "env_seconds": Timed.seconds,
         "env_share_of_learn": Timed.seconds / wall,
         "env_steps_per_s": model.num_timesteps / wall,
+        "resets_per_env_step": Timed.resets / model.num_timesteps,
+        "stand_in": None if args.world == "true" or args.simulator_dir else args.stand_in,
+        "stand_in_base_rates": None if rates is None else dict(zip(("click", "convert_given_click", "churn"), rates, strict=True)),
         "target": {"env_share_of_learn": 0.2},
         "method": __doc__.split("\n\n")[2].replace("\n", " "),
         "metadata": {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                      "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     }
+
+
+def _truth_base_rates(world_config) -> list[float]:
+    """p(click | offer), p(conversion | click), p(churn) per step in TrueWorld logs of the
+    logging policy (4,000 users): the base rates a simulator fitted on such logs reproduces."""
+    import numpy as np
+
+    from agents.reference import LoggingPolicy
+    from envs.true_world import TrueWorld
+    from envs.vector_env import CampaignConfig
+    from experiments.rollout import make_env_factory
+    from recsys.logs import generate_logs
+
+    make_env = make_env_factory(lambda n: TrueWorld(world_config, n), CampaignConfig())
+    logs = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=4000, seed=0)
+    c = {k: logs.column(k).to_numpy() for k in ("action", "click", "conversion", "churned")}
+    sent = c["action"] > 0
+    return [float(c["click"][sent].mean()), float(c["conversion"][sent].sum() / max(c["click"][sent].sum(), 1)),
+            float(np.mean(c["churned"]))]
 
 
 if __name__ == "__main__":

@@ -49,6 +49,28 @@ def _assign(state: Any, rows: torch.Tensor, new: Any) -> None:
         state[rows] = new
 
 
+def _take(state: Any, rows: np.ndarray) -> Any:
+    """Rows (int64 indices) of an array, a tensor or a dict of tensors (a history state)."""
+    if isinstance(state, dict):
+        return {k: _take(v, rows) for k, v in state.items()}
+    if isinstance(state, np.ndarray):
+        return state[rows]
+    return state.index_select(0, torch.from_numpy(rows))
+
+
+def _merge(have: np.ndarray, old: Any, new: Any) -> Any:
+    """Rows ``old`` where ``have``, ``new`` elsewhere (arrays, tensors or dicts of tensors)."""
+    if isinstance(old, dict):
+        return {k: _merge(have, old[k], new[k]) for k in old}
+    if isinstance(old, np.ndarray):
+        out = np.empty((len(have), *old.shape[1:]), dtype=old.dtype)
+        mask: Any = have
+    else:
+        out, mask = old.new_empty((len(have), *old.shape[1:])), torch.from_numpy(have)
+    out[mask], out[~mask] = old, new
+    return out
+
+
 class LearnedWorld:
     """Batched learned simulator; implements the ``World`` protocol."""
 
@@ -74,6 +96,9 @@ class LearnedWorld:
             cat = torch.zeros(n_users, len(spec.cat_names), dtype=torch.long)
             num = torch.tensor(spec.num_loc, dtype=torch.float32).expand(n_users, -1).clone()
             self._u, self._state = self.model.initial_state(cat, num)
+        # users drawn ahead by prefetch_users: sorted keys and their (cat, num, u, state) rows
+        self._cache_keys = np.zeros(0, dtype=np.uint64)
+        self._cache: tuple[np.ndarray, np.ndarray, torch.Tensor, Any] | None = None
 
     @classmethod
     def from_dir(cls, directory: str | Path, n_users: int = 1) -> LearnedWorld:
@@ -89,15 +114,57 @@ class LearnedWorld:
         return cls(load_response_model(directory / "response_model"), UserGAN.load(directory / "user_gan"),
                    catalog, n_users)
 
-    def reset_users(self, slots: np.ndarray, keys: np.ndarray) -> Profiles:
-        cat, num = self.sampler.sample_keys(np.asarray(keys, dtype=np.uint64))
-        rows = torch.as_tensor(np.asarray(slots, dtype=np.int64))
+    def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, Any]:
+        """Profiles and initial model state (u, history) of the users of ``keys``."""
+        cat, num = self.sampler.sample_keys(keys)
+        cat, num = np.asarray(cat, dtype=np.int64), np.asarray(num, dtype=np.float64)
         with torch.inference_mode():
-            u, state = self.model.initial_state(torch.as_tensor(cat, dtype=torch.long),
-                                                torch.as_tensor(num, dtype=torch.float32))
-            self._u[rows] = u
-            _assign(self._state, rows, state)
-        return Profiles(categorical=np.asarray(cat, dtype=np.int64), numeric=np.asarray(num, dtype=np.float64))
+            u, state = self.model.initial_state(torch.as_tensor(cat), torch.as_tensor(num, dtype=torch.float32))
+        return cat, num, u, state
+
+    def prefetch_users(self, keys: np.ndarray) -> None:
+        """Draw the users of ``keys`` now, in one batch, for later ``reset_users`` calls; the
+        store then holds exactly these users (rows already drawn are reused, others dropped).
+
+        Drawing a user costs a fixed per-call overhead (the user GAN runs on fixed chunks of
+        256 rows, the response model on small batches), so an autoresetting env that resets a
+        few slots per step spends most of its step there; ``CampaignVectorEnv`` prefetches the
+        next episodes' users of every slot instead. A profile is a pure function of the key
+        (bitwise: the GAN runs on fixed chunks), so prefetching changes no profile; the initial
+        model state may differ in the last float bits, as it already did between reset batches
+        of different sizes (BLAS kernels differ for 1-2 rows)."""
+        keys = np.unique(np.asarray(keys, dtype=np.uint64))  # sorted
+        rows = self._cached_rows(keys)
+        have = rows >= 0
+        with torch.inference_mode():
+            old = None if self._cache is None else tuple(_take(part, rows[have]) for part in self._cache)
+            if have.all():
+                self._cache = old
+            else:
+                new = self._draw(keys[~have])
+                self._cache = new if not have.any() else tuple(_merge(have, o, n) for o, n in zip(old, new, strict=True))
+        self._cache_keys = keys
+
+    def _cached_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each key in the prefetched store, -1 where it is not there."""
+        stored = self._cache_keys
+        if not len(stored):
+            return np.full(len(keys), -1, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(stored, keys), len(stored) - 1)
+        return np.where(stored[rows] == keys, rows, -1)
+
+    def reset_users(self, slots: np.ndarray, keys: np.ndarray) -> Profiles:
+        keys = np.asarray(keys, dtype=np.uint64)
+        rows = self._cached_rows(keys)
+        slots_t = torch.from_numpy(np.asarray(slots, dtype=np.int64))
+        with torch.inference_mode():
+            if len(rows) and rows.min() >= 0:  # every user was prefetched
+                cat, num, u, state = (_take(part, rows) for part in self._cache)
+            else:
+                cat, num, u, state = self._draw(keys)
+            self._u[slots_t] = u
+            _assign(self._state, slots_t, state)
+        return Profiles(categorical=cat, numeric=num)
 
     def response_probs(self, actions: np.ndarray) -> ResponseProbs:
         a = torch.as_tensor(np.asarray(actions, dtype=np.int64))

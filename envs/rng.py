@@ -16,15 +16,25 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _TWO_POW_M53 = 1.0 / float(1 << 53)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser: a bijective, well-avalanched 64-bit hash (vectorised)."""
-    with np.errstate(over="ignore"):  # wrap-around is the point of the hash
-        z = np.asarray(x, dtype=np.uint64) + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        return z ^ (z >> np.uint64(31))
+    z = np.asarray(x, dtype=np.uint64)
+    if z.ndim == 0:  # numpy scalars warn on wrap-around (the point of the hash); arrays never do
+        with np.errstate(over="ignore"):
+            z = z + _GOLDEN
+            z = (z ^ (z >> _S30)) * _M1
+            z = (z ^ (z >> _S27)) * _M2
+            return z ^ (z >> _S31)
+    z = z + _GOLDEN  # in place from here on: the same numbers, fewer temporaries
+    z ^= z >> _S30
+    z *= _M1
+    z ^= z >> _S27
+    z *= _M2
+    z ^= z >> _S31
+    return z
 
 
 def combine(key: np.ndarray, *counters: int | np.ndarray) -> np.ndarray:

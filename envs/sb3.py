@@ -50,14 +50,17 @@ class SB3VecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         obs, reward, terminated, truncated, info = self.core.step(self._actions)
         dones = terminated | truncated
-        columns = {k: info[k].tolist() for k in _INFO_KEYS}
+        # one dict per env, keys as in _INFO_KEYS (a dict display is ~3x faster than dict(zip()))
         infos: list[dict[str, Any]] = [
-            {k: columns[k][i] for k in _INFO_KEYS} for i in range(self.num_envs)
+            {"click": c, "conversion": v, "revenue": r, "cost": k, "profit": p, "churned": h, "offer_sent": s,
+             "invalid_action": i}
+            for c, v, r, k, p, h, s, i in zip(*(info[key].tolist() for key in _INFO_KEYS), strict=True)
         ]
         if "final_obs" in info:
-            for i in np.flatnonzero(info["_final_obs"]):
-                infos[i]["terminal_observation"] = info["final_obs"][i]
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            final_obs, time_limit = info["final_obs"], (truncated & ~terminated).tolist()
+            for i in np.flatnonzero(info["_final_obs"]).tolist():
+                infos[i]["terminal_observation"] = final_obs[i]
+                infos[i]["TimeLimit.truncated"] = time_limit[i]
         return obs, reward.astype(np.float32), dones, infos
 
     def close(self) -> None:

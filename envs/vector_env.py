@@ -32,6 +32,7 @@ coin flips a single env reset with seed ``s + i`` gets, whatever the other slots
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,12 +42,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs import rng
-from envs.world import World
+from envs.world import Catalog, World
 
 REWARDS = ("click", "conversion", "profit", "weighted")
 _NUMERIC_CLIP = 5.0
 _STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN = 1, 2, 3
 _STREAMS = np.array([_STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN])
+_PREFETCH_USERS = 2048  # users an autoresetting env draws ahead in one batch (see _prefetch)
 
 
 @dataclass
@@ -94,6 +96,25 @@ class CampaignConfig:
         return {"click": (1.0, 0.0, 0.0), "conversion": (0.0, 1.0, 0.0), "profit": (0.0, 0.0, 1.0)}[
             self.reward
         ]
+
+    def reward_of(self, catalog: Catalog, actions: np.ndarray, click: np.ndarray, convert: np.ndarray) -> np.ndarray:
+        """The reward of outcomes; with probabilities (``click`` = p(click), ``convert`` =
+        p(click and convert)) the *expected* reward, as the reward is linear in the outcomes.
+        ``actions`` broadcasts against the outcomes (e.g. ``arange(n_actions)`` for all)."""
+        revenue, cost = outcome_money(catalog, actions, click, convert)
+        w_click, w_conv, w_profit = self.weights()
+        return w_click * click + w_conv * convert + w_profit * (revenue - cost)
+
+
+def outcome_money(catalog: Catalog, actions: np.ndarray, click: np.ndarray, convert: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(revenue, cost) of sending ``actions`` (0 = nothing) with these conversions: the
+    offer's value on conversion; contact cost per send plus the discount on conversion."""
+    actions = np.asarray(actions)
+    offers = np.maximum(actions - 1, 0)
+    sent = actions > 0
+    revenue = np.where(sent, catalog.value[offers] * convert, 0.0)
+    cost = np.where(sent, catalog.contact_cost + catalog.discount[offers] * convert, 0.0)
+    return revenue, cost
 
 
 class _Layout:
@@ -151,7 +172,6 @@ class CampaignVectorEnv(VectorEnv):
         self.render_mode = None
         self.closed = False
         self._worst_cost = self.catalog.worst_case_cost()
-        self._reward_weights = self.campaign.weights()
         n, d = self.num_envs, len(self.layout.names)
         self._obs = np.zeros((n, d), dtype=np.float32)
         self._slot_keys = np.zeros(n, dtype=np.uint64)
@@ -163,7 +183,14 @@ class CampaignVectorEnv(VectorEnv):
         self._since_offer = np.zeros(n, dtype=np.int64)
         self._done = np.zeros(n, dtype=bool)
         self._seeded = False
+        # worlds that can draw users ahead (LearnedWorld) get each slot's next episodes' users
+        # in one batch; see _prefetch. _prefetched[i]: slot i's users are drawn up to that episode
+        self._prefetch_users = getattr(world, "prefetch_users", None)
+        self._prefetch_depth = max(4, -(-_PREFETCH_USERS // n))
+        self._prefetched = np.zeros(n, dtype=np.int64)
         schema = world.profile_schema
+        loc_scale = np.array(list(schema.numeric.values()), dtype=np.float64).reshape(-1, 2)
+        self._num_loc, self._num_scale = loc_scale[:, 0], np.where(loc_scale[:, 1] > 0, loc_scale[:, 1], 1.0)
         self.profile_categorical = np.zeros((n, len(schema.categorical)), dtype=np.int64)
         self.profile_numeric = np.zeros((n, len(schema.numeric)))
 
@@ -195,19 +222,37 @@ class CampaignVectorEnv(VectorEnv):
                 raise ValueError(f"seed: expected an int or {self.num_envs} ints, got shape {seeds.shape}")
             self._slot_keys[mask] = rng.seed_key(seeds[mask])
             self._episode[mask] = 0
+            self._prefetched[mask] = 0
             self._seeded = True
         elif not self._seeded:
             entropy = np.random.SeedSequence().generate_state(self.num_envs, dtype=np.uint64)
             self._slot_keys[:] = entropy
+            self._prefetched[:] = 0
             self._seeded = True
         else:
             self._episode[mask] += 1
         self._reset_slots(np.flatnonzero(mask))
         return self._obs.copy(), {}
 
-    def _reset_slots(self, slots: np.ndarray) -> None:
+    def _prefetch(self, slots: np.ndarray) -> None:
+        """Before an autoreset of ``slots``: if the world can draw users ahead and some slot's
+        next user is not drawn yet, draw the users of every slot's next ``_prefetch_depth``
+        episodes in one batch (their keys are known: slot key and episode number). Autoresets
+        hit a few slots per step, and drawing a handful of users costs nearly as much as
+        drawing a thousand (LearnedWorld: ~2/3 of a step at N = 64 without this)."""
+        if self._prefetch_users is None or np.all(self._episode[slots] < self._prefetched[slots]):
+            return
+        first = self._episode + 1  # the other slots' current users are drawn already
+        first[slots] = self._episode[slots]
+        episodes = first[:, None] + np.arange(self._prefetch_depth)[None]
+        self._prefetch_users(rng.combine(self._slot_keys[:, None], episodes).ravel())
+        self._prefetched = first + self._prefetch_depth
+
+    def _reset_slots(self, slots: np.ndarray, autoreset: bool = False) -> None:
         if len(slots) == 0:
             return
+        if autoreset:
+            self._prefetch(slots)
         lay = self.layout
         self._user_keys[slots] = rng.combine(self._slot_keys[slots], self._episode[slots])
         profiles = self.world.reset_users(slots, self._user_keys[slots])
@@ -218,9 +263,8 @@ class CampaignVectorEnv(VectorEnv):
         for j, s in enumerate(lay.profile_cat):
             codes = profiles.categorical[:, j]
             obs[np.arange(len(slots)), s.start + codes] = 1.0
-        loc_scale = np.array(list(self.world.profile_schema.numeric.values()), dtype=np.float64)
-        if len(loc_scale):
-            z = (profiles.numeric - loc_scale[:, 0]) / np.where(loc_scale[:, 1] > 0, loc_scale[:, 1], 1.0)
+        if self._num_loc.size:
+            z = (profiles.numeric - self._num_loc) / self._num_scale
             obs[:, lay.profile_num] = np.clip(z, -_NUMERIC_CLIP, _NUMERIC_CLIP)
         obs[:, lay.since_offer] = 1.0
         obs[:, lay.time_left] = 1.0
@@ -241,7 +285,16 @@ class CampaignVectorEnv(VectorEnv):
         mask &= self._worst_cost[None, :] <= self._budget[:, None] + 1e-9
         return mask
 
+    def _allowed(self, actions: np.ndarray) -> np.ndarray:
+        """(N,) bool: ``action_masks()[i, actions[i]]``, without building the whole mask."""
+        rows = np.arange(self.num_envs)
+        capped = self._sends[rows, np.maximum(actions - 1, 0)] >= self.campaign.frequency_cap
+        return (actions == 0) | (~capped & (self._worst_cost[actions] <= self._budget + 1e-9))
+
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        if type(actions) is np.ndarray and actions.dtype == np.int64 and actions.shape == (self.num_envs,):
+            if actions.size == 0 or (actions.min() >= 0 and actions.max() < self.catalog.n_actions):
+                return actions  # the common case (SB3, rollouts), checked with two reductions
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):
             actions = actions.reshape(-1) if actions.size == self.num_envs else actions
@@ -274,7 +327,7 @@ class CampaignVectorEnv(VectorEnv):
         active = ~self._done
 
         # validate before any state changes, so a raised error leaves the env untouched
-        allowed = self.action_masks()[np.arange(n), actions]
+        allowed = self._allowed(actions)
         invalid = active & ~allowed
         if invalid.any() and camp.invalid_action == "error":
             i = int(np.flatnonzero(invalid)[0])
@@ -289,7 +342,7 @@ class CampaignVectorEnv(VectorEnv):
         if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._done.any():
             reset_now = self._done.copy()
             self._episode[reset_now] += 1
-            self._reset_slots(np.flatnonzero(reset_now))
+            self._reset_slots(np.flatnonzero(reset_now), autoreset=True)
         effective = np.where(active & allowed, actions, 0)
         sent = effective > 0
         offers = np.maximum(effective - 1, 0)
@@ -301,8 +354,7 @@ class CampaignVectorEnv(VectorEnv):
         click = sent & (u_click < p.click)
         convert = click & (u_convert < p.convert)
         churn = active & (u_churn < p.churn)
-        revenue = np.where(convert, cat.value[offers], 0.0)
-        cost = np.where(sent, cat.contact_cost, 0.0) + np.where(convert, cat.discount[offers], 0.0)
+        revenue, cost = outcome_money(cat, effective, click, convert)
         profit = revenue - cost
         self.world.advance(effective, click, convert, active)
 
@@ -327,8 +379,7 @@ class CampaignVectorEnv(VectorEnv):
         obs[rows, lay.budget_left] = self._budget[rows] / camp.budget
 
         terminated = active & (churn | (self._t >= camp.horizon))
-        w_click, w_conv, w_profit = self._reward_weights
-        reward = w_click * click + w_conv * convert + w_profit * profit
+        reward = camp.reward_of(cat, effective, click, convert)
         if camp.invalid_action == "penalize":
             reward = reward - camp.invalid_action_penalty * invalid
         reward = np.where(active, reward, 0.0)
@@ -352,7 +403,7 @@ class CampaignVectorEnv(VectorEnv):
             info["final_obs"] = observation.copy()
             info["_final_obs"] = terminated.copy()
             self._episode[terminated] += 1
-            self._reset_slots(np.flatnonzero(terminated))
+            self._reset_slots(np.flatnonzero(terminated), autoreset=True)
             observation = self._obs.copy()
         truncated = np.zeros(n, dtype=bool)
         return observation, reward.astype(np.float64), terminated, truncated, info
@@ -376,3 +427,15 @@ class CampaignVectorEnv(VectorEnv):
     @property
     def budget_left(self) -> np.ndarray:
         return self._budget.copy()
+
+
+def episode_batches(make_env: Callable[[int], CampaignVectorEnv], n_users: int,
+                    batch_size: int) -> Iterator[tuple[int, CampaignVectorEnv]]:
+    """(first user, env) for ``n_users`` users in batches of at most ``batch_size``; every
+    env has autoreset ``DISABLED`` (one episode per user), as rollouts and log generation
+    need: user ``start + i`` is slot ``i`` of the batch starting at ``start``."""
+    for start in range(0, n_users, batch_size):
+        env = make_env(min(batch_size, n_users - start))
+        if env.autoreset_mode is not AutoresetMode.DISABLED:
+            env = CampaignVectorEnv(env.world, env.campaign, AutoresetMode.DISABLED)
+        yield start, env

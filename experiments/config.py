@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.true_world import TrueWorldConfig
 from envs.vector_env import CampaignConfig
+from experiments.ope.evaluate import EstimatorConfig
+from recsys.recommenders import RECOMMENDERS, make_recommender
 from recsys.response_model import ResponseModelConfig
 from recsys.user_gan import UserGANConfig
 
@@ -43,6 +45,7 @@ class AgentConfig:
             raise ValueError(f"agent.total_timesteps: must be >= 1, got {self.total_timesteps}")
         if self.n_envs < 1:
             raise ValueError(f"agent.n_envs: must be >= 1, got {self.n_envs}")
+        self.train_world = str(self.train_world).lower()  # `train_world=true` arrives as the bool True
         if self.train_world not in ("learned", "true"):
             raise ValueError(f"agent.train_world: got {self.train_world!r}, expected 'learned' or 'true'")
 
@@ -78,18 +81,80 @@ class EvaluationConfig:
 
 
 @dataclass
+class OPEConfig:
+    """Off-policy evaluation checked against the truth (``experiments.ope.study``)."""
+
+    draws: int = 1  # independent TrueWorld log draws; coverage needs many (experiment=ope_validation)
+    n_users: int = 10000  # logged users per draw (fresh users, never in the training logs)
+    truth_users: int = 20000  # users of the on-policy TrueWorld rollouts giving each true value
+    policies: list[str] = field(default_factory=lambda: ["random", "logging", "ppo", "value_ranker"])
+    softmax_temperature: float = 1.0  # of the recommenders' `<name>_softmax` policies
+    n_bootstrap: int = 500
+    estimators: EstimatorConfig = field(default_factory=EstimatorConfig)
+
+    def __post_init__(self) -> None:
+        if self.draws < 0:
+            raise ValueError(f"experiment.ope.draws: must be >= 0 (0 = no OPE), got {self.draws}")
+        if self.n_users < 10 or self.truth_users < 2:
+            raise ValueError("experiment.ope.n_users / truth_users: need >= 10 logged users and >= 2 truth users")
+        if not self.softmax_temperature > 0:
+            raise ValueError(f"experiment.ope.softmax_temperature: must be > 0, got {self.softmax_temperature}")
+
+
+OBD_ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os")  # per-decision: OBD rows are one step
+EXPERIMENT_KINDS = ("main", "obd")
+
+
+@dataclass
+class ObdConfig:
+    """The Open Bandit Dataset OPE experiment (``experiment=obd``, ``experiments.obd_ope``):
+    Bernoulli TS evaluated from the Random logs, checked against the BTS logs' click rate."""
+
+    campaigns: list[str] = field(default_factory=lambda: ["all", "men", "women"])
+    estimators: EstimatorConfig = field(default_factory=lambda: EstimatorConfig(names=list(OBD_ESTIMATORS)))
+    n_sim: int = 100_000  # Monte Carlo draws of the BTS ranking (obp's default)
+    cross_fit_folds: int = 2  # reward model fitted on the other folds' rows (1 = in-sample)
+    reward_l2: float = 0.01  # inverse L2 strength C of the logistic reward model (see conf/experiment/obd.yaml)
+    n_bootstrap: int = 1000
+    ci_level: float = 0.95
+    data_path: str | None = None  # full OBD root (<policy>/<campaign>/<campaign>.csv); None = obp wheel sample
+    prior_path: str | None = None  # BTS prior yaml; None = obp/policy/conf/prior_bts.yaml of the obp wheel
+
+    def __post_init__(self) -> None:
+        if not self.campaigns or len(set(self.campaigns)) < len(self.campaigns) \
+                or any(c not in ("all", "men", "women") for c in self.campaigns):
+            raise ValueError(f"experiment.obd.campaigns: got {self.campaigns}, expected a non-empty subset of all, men, women")
+        other = [n for n in self.estimators.names if n not in OBD_ESTIMATORS]
+        if other:
+            raise ValueError(f"experiment.obd.estimators.names: {other} are not per-decision estimators; "
+                             f"OBD rows are single steps, choose from {list(OBD_ESTIMATORS)}")
+        if self.n_sim < 100 or self.n_bootstrap < 10 or self.cross_fit_folds < 1:
+            raise ValueError("experiment.obd: need n_sim >= 100, n_bootstrap >= 10 and cross_fit_folds >= 1")
+        if not self.reward_l2 > 0 or not 0.5 <= self.ci_level < 1.0:
+            raise ValueError("experiment.obd: need reward_l2 > 0 and ci_level in [0.5, 1)")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
+    kind: str = "main"  # main: the simulator pipeline; obd: Open Bandit Dataset OPE (experiments.obd_ope)
     seed: int = 0
     torch_threads: int = 1  # two threads collapse under contention on small shared machines
     progress: bool = True
     logs: LogsConfig = field(default_factory=LogsConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    ope: OPEConfig = field(default_factory=OPEConfig)
     agents: list[str] = field(default_factory=lambda: list(ALGOS))  # which of `agents` to train
+    obd: ObdConfig = field(default_factory=ObdConfig)
 
     def __post_init__(self) -> None:
+        if self.kind not in EXPERIMENT_KINDS:
+            raise ValueError(f"experiment.kind: got {self.kind!r}, expected one of {', '.join(EXPERIMENT_KINDS)}")
         if self.torch_threads < 1:
             raise ValueError(f"experiment.torch_threads: must be >= 1, got {self.torch_threads}")
+        if self.logs.n_users + self.ope.draws * self.ope.n_users > MAX_USERS:
+            raise ValueError(f"experiment.ope: logs.n_users + draws * ope.n_users must be <= {MAX_USERS} "
+                             "(OPE draws take fresh users from the logs' block)")
 
 
 @dataclass
@@ -111,10 +176,34 @@ class SimulatorConfig:
 
 
 @dataclass
+class RecommendersConfig:
+    """Which supervised recommenders to fit on the logs, and their hyperparameters
+    (``conf/recommender/``; each name's dict is checked by its own config class, e.g.
+    ``recsys.recommenders.deepfm.DeepFMConfig``, before anything trains)."""
+
+    names: list[str] = field(default_factory=lambda: list(RECOMMENDERS))
+    hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in [*self.names, *self.hyperparams] if n not in RECOMMENDERS]
+        if unknown:
+            raise ValueError(f"recommender: unknown {unknown}, expected among {list(RECOMMENDERS)}")
+        for name, params in self.hyperparams.items():
+            try:
+                make_recommender(name, dict(params))  # validates the values now (one-line errors)
+            except TypeError as exc:  # an unknown key
+                raise ValueError(f"recommender.hyperparams.{name}: {exc}".replace("__init__() ", "")) from None
+
+    def configs(self) -> dict[str, dict[str, Any]]:
+        return {n: dict(self.hyperparams[n]) for n in self.names if n in self.hyperparams}
+
+
+@dataclass
 class Config:
     world: TrueWorldConfig = field(default_factory=TrueWorldConfig)
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    recommender: RecommendersConfig = field(default_factory=RecommendersConfig)
     agents: dict[str, AgentConfig] = field(default_factory=dict)  # name -> agent (conf/agent/<name>.yaml)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
@@ -133,6 +222,7 @@ def register() -> None:
     cs.store(group="world", name="schema", node=TrueWorldConfig)
     cs.store(group="campaign", name="schema", node=CampaignConfig)
     cs.store(group="simulator", name="schema", node=SimulatorConfig)
+    cs.store(group="recommender", name="schema", node=RecommendersConfig)
     cs.store(group="agent", name="schema", node=AgentConfig)
     cs.store(group="experiment", name="schema", node=ExperimentConfig)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.report import _save, plt
+from experiments.report import plt, save_figure
 
 # (key, target description, check) rows of the fidelity table; checks mirror the targets
 _TARGETS = (
@@ -53,7 +53,7 @@ def plot_calibration(pred: dict[str, np.ndarray], oracle: dict[str, np.ndarray],
         ax.set_ylabel("true probability (bin mean)")
         ax.set_title(f"calibration vs truth: {label}")
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_policy_values(values: dict[str, dict[str, dict[str, dict[str, float]]]], path: Path) -> None:
@@ -72,7 +72,7 @@ def plot_policy_values(values: dict[str, dict[str, dict[str, dict[str, float]]]]
         ax.set_title(label)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _iv(d: dict[str, float]) -> str:

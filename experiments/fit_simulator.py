@@ -49,15 +49,17 @@ MIN_USERS = 100
 FIDELITY_POLICIES = ("logging", "random", "greedy", "no_offer", "softmax")
 
 
-def make_logs(config: config_module.Config, progress: bool) -> pa.Table:
-    """Logged data: the logging policy run in TrueWorld on this seed's block of users."""
+def make_logs(config: config_module.Config, progress: bool, n_users: int | None = None,
+              first_user: int | None = None) -> pa.Table:
+    """Logged data: the logging policy run in TrueWorld on this seed's block of users (by
+    default its first ``experiment.logs.n_users``; OPE draws take later users of the block)."""
     exp = config.experiment
     logs_from, _ = config_module.user_blocks(exp.seed)
     make_env = make_env_factory(lambda n: TrueWorld(config.world, n_users=n), config.campaign)
     return generate_logs(
         make_env,
         lambda env: LoggingPolicy(env, exp.logs.temperature, exp.logs.epsilon, exp.logs.rest_probability, seed=exp.seed),
-        n_users=exp.logs.n_users, seed=logs_from, progress=progress,
+        n_users=n_users or exp.logs.n_users, seed=logs_from if first_user is None else first_user, progress=progress,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +22,28 @@ _PANELS = (("profit", "profit per user"), ("click_rate", "click rate per offer")
            ("conversion_rate", "conversion rate per offer"), ("episode_length", "episode length (retention)"))
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_policy_metrics(policies: dict[str, dict[str, dict[str, float]]], path: Path, title: str) -> None:
-    """One panel per metric: a bar per policy with its 95% CI."""
+def plot_policy_metrics(policies: dict[str, dict[str, dict[str, float]]], path: Path, title: str,
+                        agents: Collection[str] = RL_AGENTS) -> None:
+    """One panel per metric: a bar per policy with its 95% CI; RL ``agents`` in orange."""
     names = sorted(policies, key=lambda p: policies[p]["profit"]["mean"])
     fig, axes = plt.subplots(1, len(_PANELS), figsize=(4.2 * len(_PANELS), 0.45 * len(names) + 1.6), sharey=True)
     for ax, (metric, label) in zip(axes, _PANELS, strict=True):
         means = [policies[p][metric]["mean"] for p in names]
         lo = [policies[p][metric]["mean"] - policies[p][metric]["ci_low"] for p in names]
         hi = [policies[p][metric]["ci_high"] - policies[p][metric]["mean"] for p in names]
-        colors = ["tab:orange" if p in RL_AGENTS else "tab:blue" for p in names]
+        colors = ["tab:orange" if p in agents else "tab:blue" for p in names]
         ax.barh(names, means, xerr=[lo, hi], color=colors, capsize=3)
         ax.set_title(label)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> bool:
@@ -57,7 +59,7 @@ def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path)
         ax.set_title(tag)
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -86,11 +88,11 @@ def policy_table(policies: dict[str, dict[str, dict[str, float]]], metrics: tupl
     return "\n".join(rows)
 
 
-def write_report(out_dir: Path, sections: list[tuple[str, str]], title: str) -> None:
-    """``report.md`` from (heading, markdown body) sections; ``report.html`` is the same
+def write_report(out_dir: Path, sections: list[tuple[str, str]], title: str, stem: str = "report") -> None:
+    """``<stem>.md`` from (heading, markdown body) sections; ``<stem>.html`` is the same
     content with every image embedded, so the file can be mailed or archived alone."""
     md = f"# {title}\n\n" + "\n\n".join(f"## {h}\n\n{body}" for h, body in sections) + "\n"
-    atomic_write_text(out_dir / "report.md", md)
+    atomic_write_text(out_dir / f"{stem}.md", md)
     html_body = markdown.markdown(md, extensions=["tables"])
     for png in sorted(out_dir.glob("*.png")):
         data = base64.b64encode(png.read_bytes()).decode()
@@ -100,7 +102,7 @@ def write_report(out_dir: Path, sections: list[tuple[str, str]], title: str) -> 
              "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{style}</style></head><body>{html_body}</body></html>\n")
-    atomic_write_text(out_dir / "report.html", html)
+    atomic_write_text(out_dir / f"{stem}.html", html)
 
 
 def data_summary_md(summary: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 from agents.base import OnlinePolicy, Policy
-from envs.vector_env import CampaignVectorEnv
+from envs.vector_env import CampaignVectorEnv, episode_batches
 from envs.world import World
 from experiments.stats import Interval, bootstrap_indices, bootstrap_mean, bootstrap_ratio
 
@@ -75,13 +75,7 @@ def rollout(
     batch_size: int = 4096,
 ) -> EpisodeStats:
     """Run one episode for each of ``n_users`` users (slot seeds ``seed .. seed+n_users-1``)."""
-    parts = []
-    for start in range(0, n_users, batch_size):
-        n = min(batch_size, n_users - start)
-        env = make_env(n)
-        if env.autoreset_mode is not AutoresetMode.DISABLED:
-            env = CampaignVectorEnv(env.world, env.campaign, AutoresetMode.DISABLED)
-        parts.append(_run_batch(env, make_policy(env), seed + start))
+    parts = [_run_batch(env, make_policy(env), seed + start) for start, env in episode_batches(make_env, n_users, batch_size)]
     return EpisodeStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in EpisodeStats.__dataclass_fields__))
 
 

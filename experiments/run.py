@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau
 
 from agents.bandits import EpsilonGreedyBandit, LinearThompsonBandit, LinUCBBandit
+from agents.base import Frozen
 from agents.recommender_policy import RecommenderPolicy
 from agents.reference import NurturePolicy, OracleGreedyPolicy
 from agents.sb3_agents import SB3Policy, build_agent, resume_agent, train_agent
@@ -31,9 +32,13 @@ from envs.true_world import TrueWorld
 from envs.vector_env import CampaignConfig, CampaignVectorEnv
 from experiments import config as config_module
 from experiments import setup_torch
+from experiments.aggregate import write_failure_marker
 from experiments.artifacts import provenance
 from experiments.fidelity_report import target_checks
 from experiments.fit_simulator import fit_simulator, fixed_policies, make_logs, split_logs
+from experiments.ope.evaluate import ResponseModelRewards, logged_rewards, policy_probs
+from experiments.ope.report import ope_markdown, plot_ope
+from experiments.ope.study import ope_study
 from experiments.report import (
     data_summary_md,
     plot_learning_curves,
@@ -45,6 +50,7 @@ from experiments.report import (
 from experiments.rollout import METRICS, make_env_factory, rollout
 from experiments.segments import breakdown_markdown, fit_segments, segment_breakdown
 from experiments.stats import bootstrap_mean
+from experiments.tables import TABLES_LINK, write_policy_tables
 from recsys.artifacts import atomic_write_json
 from recsys.logs import validate_logs, write_logs
 from recsys.recommenders import LoggedData, evaluate_recommenders, fit_recommenders
@@ -57,9 +63,14 @@ LEARNING_CURVE_TAGS = ("rollout/ep_rew_mean", "campaign/profit_per_episode", "ca
 
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    if cfg.experiment.kind == "obd":  # the Open Bandit Dataset OPE experiment, on its own (experiment=obd)
+        from experiments import obd_ope
+
+        return obd_ope.run(cfg, out)
     config = config_module.load(cfg)
     exp, seed = config.experiment, config.experiment.seed
     setup_torch(exp.torch_threads)
+    check_ope_policies(config)
     _, eval_users_from = config_module.user_blocks(seed)
 
     # 1. Logged data: the logging policy in TrueWorld.
@@ -78,7 +89,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).
     splits = split_logs(logs, learned.catalog.n_actions, seed)
     logged = [LoggedData.replay(d, learned.catalog, learned.profile_schema, config.campaign) for d in splits]
-    recommenders = fit_recommenders(logged[0], logged[1], progress=exp.progress)
+    recommenders = fit_recommenders(logged[0], logged[1], config.recommender.names, config.recommender.configs(),
+                                    progress=exp.progress)
     offline = evaluate_recommenders(recommenders, logged[2])
 
     # 4. Train every agent on the batched env (plain algorithms learn the masks via a penalty).
@@ -104,7 +116,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         summary = {name: {m: iv.as_dict() for m, iv in s.summarise(ev.n_bootstrap, ev.ci_level, seed).items()}
                    for name, s in stats.items()}
         worlds[world] = {"policies": summary,
-                         "paired_differences": _paired_differences(stats, list(models), ev, seed)}
+                         "paired_differences": _paired_differences(
+                             stats, {n: config.agents[n] for n in models}, ev, seed)}
 
     # Per segment (k-means on the observable profiles): where does the best agent gain or lose
     # against the best non-RL, non-oracle policy?
@@ -113,11 +126,22 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     segments = fit_segments(true_stats["random"].first_obs[:, profile_cols], ev.n_segments, seed)
     labels = segments.predict(true_stats["random"].first_obs[:, profile_cols])
     best_agent = max(models, key=lambda n: worlds["true"]["policies"][n]["profit"]["mean"]) if models else None
-    baseline = _best_baseline(worlds["true"]["policies"])
+    baseline = _best_baseline(worlds["true"]["policies"], models)
     breakdown = (segment_breakdown(true_stats, labels, best_agent, baseline, ev.n_bootstrap, ev.ci_level, seed)
                  if best_agent else None)
 
-    # 6. Results, plots, report.
+    # 6. Off-policy evaluation: every estimator on fresh TrueWorld logs, against the true values.
+    ope, ope_summary = {}, None
+    if exp.ope.draws:
+        roster, kinds = _ope_roster(config, policies, models, recommenders, logged[0])
+        logs_from, _ = config_module.user_blocks(seed)
+        first = logs_from + exp.logs.n_users
+        ope, ope_summary = ope_study(
+            config, roster, kinds,
+            lambda d: make_logs(config, False, n_users=exp.ope.n_users, first_user=first + d * exp.ope.n_users),
+            ResponseModelRewards(learned.model, learned.catalog, config.campaign), eval_users_from, exp.progress)
+
+    # 7. Results, plots, report.
     both = [p for p in worlds["learned"]["policies"] if p in worlds["true"]["policies"]]
     true_ret = [worlds["true"]["policies"][p]["return"]["mean"] for p in both]
     sim_ret = [worlds["learned"]["policies"][p]["return"]["mean"] for p in both]
@@ -137,29 +161,83 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "simulator": {"fidelity": fidelity_summary, "targets_met": target_checks(fidelity)},
         "segments": breakdown,
         "recommenders": {"offline_metrics": offline},
+        "ope": ope,
+        "ope_validation": ope_summary and {**ope_summary, "n_users": exp.ope.n_users,
+                                           "truth_users": exp.ope.truth_users},
     }
     atomic_write_json(out / "results.json", results)
+    write_policy_tables(worlds, out, ev.ci_level)  # policies.csv, policies.tex
     for world in worlds:
         plot_policy_metrics(worlds[world]["policies"], out / f"policy_metrics_{world}.png",
-                            f"{world} world, {ev.n_users} paired users, 95% CI")
+                            f"{world} world, {ev.n_users} paired users, 95% CI", agents=models)
+    if ope:
+        plot_ope(ope, out / "ope.png")
     has_curves = plot_learning_curves(read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS), out / "learning_curves.png")
     write_report(out, _sections(results, has_curves), f"campaign-gym run: {exp.name}, seed {seed}")
     log.info("wrote %s", out)
     return results
 
 
-def _best_baseline(policies: dict[str, Any]) -> str:
+def _ope_roster(config: config_module.Config, policies: dict[str, Any], models: dict[str, Any],
+                recommenders: dict[str, Any], train: LoggedData) -> tuple[dict[str, Any], dict[str, str]]:
+    """The policies named in ``experiment.ope.policies`` and their kinds. Besides the
+    evaluated roster: ``<recommender>_softmax`` (stochastic, full support) and
+    ``<bandit>_frozen`` (warm-started on the training logs, then frozen: a bandit that keeps
+    learning has no fixed value to estimate)."""
+    ope, seed = config.experiment.ope, config.experiment.seed
+    available: dict[str, Any] = {name: f for name, f in policies.items() if name not in {c.name for c in BANDITS}}
+    kinds = {name: "RL agent" if name in models else "recommender (greedy)" if name in recommenders else "baseline"
+             for name in available}
+    for name, rec in recommenders.items():
+        available[f"{name}_softmax"] = lambda env, r=rec: RecommenderPolicy(r, env, "softmax", ope.softmax_temperature, seed)
+        kinds[f"{name}_softmax"] = "recommender (softmax)"
+    for cls in BANDITS:
+        available[f"{cls.name}_frozen"] = _warm_frozen_bandit(cls, config, train)
+        kinds[f"{cls.name}_frozen"] = "bandit (frozen)"
+    return {p: available[p] for p in ope.policies}, {p: kinds[p] for p in ope.policies}
+
+
+def check_ope_policies(config: config_module.Config) -> None:
+    """Fail before any work if ``experiment.ope.policies`` names a policy the run will not have."""
+    exp = config.experiment
+    names = config.recommender.names
+    available = ({*fixed_policies(config), *exp.agents, *names} | {f"{r}_softmax" for r in names}
+                 | {f"{b.name}_frozen" for b in BANDITS})
+    unknown = [p for p in exp.ope.policies if p not in available] if exp.ope.draws else []
+    if unknown:
+        raise ValueError(f"experiment.ope.policies: unknown {unknown}; available: {sorted(available)}")
+
+
+def _warm_frozen_bandit(cls: Any, config: config_module.Config, train: LoggedData) -> Any:
+    """A factory returning one bandit that learned from the training logs' rewards, frozen."""
+    built: list[Any] = []
+
+    def make(env: CampaignVectorEnv) -> Any:
+        if not built:
+            bandit = cls.for_env(env, seed=config.experiment.seed)
+            policy_probs(bandit, train, logged_rewards(config.campaign, env.catalog, train.data))
+            built.append(Frozen(bandit))
+        return built[0]
+    return make
+
+
+def _best_baseline(policies: dict[str, Any], agents: Any) -> str:
     """The best policy on TrueWorld profit that is neither an RL agent nor an oracle."""
-    excluded = set(config_module.ALGOS) | {"oracle_greedy", "nurture", "no_offer"}
+    excluded = set(agents) | {"oracle_greedy", "nurture", "no_offer"}
     return max((p for p in policies if p not in excluded), key=lambda p: policies[p]["profit"]["mean"])
 
 
-def _paired_differences(stats: dict[str, Any], agents: list[str], ev: Any, seed: int) -> dict[str, Any]:
-    """Profit differences on the same users: nurture vs oracle_greedy, and every agent vs the
-    best baseline, the greedy heuristic and oracle_greedy (when present)."""
+def _paired_differences(stats: dict[str, Any], agents: dict[str, config_module.AgentConfig], ev: Any,
+                        seed: int) -> dict[str, Any]:
+    """Profit differences on the same users: nurture vs oracle_greedy; every agent vs the
+    best baseline, the greedy heuristic and oracle_greedy (when present); and an agent trained
+    in TrueWorld vs the same algorithm trained in the learned simulator (what the simulator's
+    errors cost)."""
     summary = {name: {"profit": {"mean": float(s.profit.mean())}} for name, s in stats.items()}
-    best = _best_baseline(summary)
+    best = _best_baseline(summary, agents)
     pairs = [("nurture", "oracle_greedy")] + [(a, b) for a in agents for b in dict.fromkeys((best, "greedy", "oracle_greedy"))]
+    pairs += [(a, b) for a, ca in agents.items() for b, cb in agents.items()
+              if ca.algo == cb.algo and ca.train_world == "true" and cb.train_world == "learned"]
     out = {}
     for challenger, baseline in pairs:
         if challenger in stats and baseline in stats:
@@ -220,7 +298,7 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
     for world in ("true", "learned"):
         sections.append((f"Policies in the {world} world (mean [95% CI], same users for every policy)",
                          policy_table(worlds[world]["policies"], METRICS)
-                         + f"\n\n![policy metrics](policy_metrics_{world}.png)"))
+                         + f"\n\n![policy metrics](policy_metrics_{world}.png)\n\n{TABLES_LINK}"))
     sections.append(("Paired differences in profit per user (TrueWorld)", _diff_rows(worlds["true"]["paired_differences"])
                      + "\n\n`nurture` and `oracle_greedy` both read the hidden state; `nurture` plans (rests, "
                        "rotates, nurtures) while `oracle_greedy` maximises the immediate expected reward. A positive "
@@ -228,6 +306,9 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
     if results["segments"]:
         sections.append(("Per segment (k-means on observable profiles; TrueWorld, paired users)",
                          breakdown_markdown(results["segments"])))
+    if results["ope"]:
+        sections.append(("Off-policy evaluation against the truth",
+                         ope_markdown(results["ope"], results["ope_validation"], results["ope_validation"])))
     if has_curves:
         sections.append(("Learning curves (from the TensorBoard event files in `tensorboard/`)",
                          "![learning curves](learning_curves.png)"))
@@ -237,7 +318,14 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
-    results = run(cfg, out)
+    try:
+        results = run(cfg, out)
+    except Exception:  # Hydra runs the sweep's other jobs, then exits 1 (experiments.aggregate docstring)
+        write_failure_marker(out)  # FAILED.txt with the traceback, named by experiments.aggregate
+        log.exception("job failed; traceback in %s", out / "FAILED.txt")
+        raise
+    if cfg.experiment.kind == "obd":  # sweeps minimise the mean relative error of the OPE estimates
+        return float(results["summary"]["objective"])
     first = cfg.experiment.agents[0] if cfg.experiment.agents else "logging"
     return float(results["worlds"]["true"]["policies"][first]["profit"]["mean"])
 

@@ -1,4 +1,4 @@
-"""Percentile-bootstrap confidence intervals over users.
+"""Percentile-bootstrap confidence intervals over users; Student-t intervals over seeds.
 
 Rates (click rate, conversion rate per offer sent) are ratios of sums, resampled as ratios of
 sums of the same bootstrap sample of users, so the CI reflects that users differ in how many
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.stats import t as student_t
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,17 @@ def bootstrap_ratio(
     boots = np.nan_to_num(boots, nan=0.0)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return Interval(float(point), float(lo), float(hi))
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> Interval | None:
+    """Mean of independent replicates (one value per seed) with a Student-t CI:
+    mean ± t_{(1+level)/2, n-1} · sd / sqrt(n). With few seeds (2–10) the t-interval has the
+    right coverage for roughly normal per-seed means, where a bootstrap over so few values is
+    too narrow. None for fewer than 2 values (no spread to measure); NaNs are dropped."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return None
+    mean = float(values.mean())
+    half = float(student_t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return Interval(mean, mean - half, mean + half)

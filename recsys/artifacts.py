@@ -2,13 +2,16 @@
 
 A temporary file in the target's directory is written, fsync'd and renamed over the target:
 readers see the old file or the complete new one, never a partial one, and a crash leaves
-the previous version intact. The file mode honours the umask.
+the previous version intact. The file mode honours the umask. A model made of several files
+is written as a directory the same way (``atomic_write_dir``): readers see the old set of
+files or the new one, never a mix.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -42,4 +45,34 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    return atomic_write_bytes(path, json_bytes(obj))
+
+
+def atomic_write_dir(directory: str | Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (name -> content) into a temporary sibling directory, fsync them, then
+    swap it in for ``directory`` (an existing one is moved aside first, then deleted)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.tmp"
+    tmp.mkdir()
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.old"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def json_bytes(obj: Any, indent: int = 2) -> bytes:
+    return (json.dumps(obj, indent=indent) + "\n").encode("utf-8")

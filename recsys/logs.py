@@ -56,9 +56,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from gymnasium.vector import AutoresetMode
 
-from agents.base import Policy
+from agents.base import OnlinePolicy, Policy
 from envs import rng
-from envs.vector_env import CampaignVectorEnv
+from envs.vector_env import CampaignVectorEnv, episode_batches
 from recsys.artifacts import atomic_write
 
 METADATA_KEY = b"campaign_gym"
@@ -439,14 +439,10 @@ def generate_logs(
     parts: list[dict[str, np.ndarray]] = []
     env = policy = None
     with tqdm(total=n_users, desc="logging", unit="user", disable=not progress) as bar:
-        for start in range(0, n_users, batch_size):
-            n = min(batch_size, n_users - start)
-            env = make_env(n)
-            if env.autoreset_mode is not AutoresetMode.DISABLED:
-                env = CampaignVectorEnv(env.world, env.campaign, AutoresetMode.DISABLED)
+        for start, env in episode_batches(make_env, n_users, batch_size):
             policy = make_policy(env)
             parts.append(_log_batch(env, policy, seed + start))
-            bar.update(n)
+            bar.update(env.num_envs)
     assert env is not None and policy is not None
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((columns["step"], columns["user_id"]))
@@ -489,7 +485,10 @@ def _log_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> dict[str, n
         u = rng.uniform(env.user_keys, steps, _STREAM_LOGGING)
         actions = np.zeros(n, dtype=np.int64)
         actions[rows] = _sample(probs[rows], u[rows])
-        obs, _, _, _, info = env.step(actions)
+        previous = obs
+        obs, reward, _, _, info = env.step(actions)
+        if isinstance(policy, OnlinePolicy):  # per-user state (session models, recurrent agents) follows the log
+            policy.observe(previous, actions, reward, info)
         if not np.array_equal(np.flatnonzero(info["active"]), rows):
             raise RuntimeError("generate_logs: env's active users disagree with env.done; is autoreset disabled?")
         out["user_id"].append(user_ids[rows])

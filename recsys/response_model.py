@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from recsys.artifacts import atomic_write_bytes, atomic_write_json
-from recsys.recommenders.base import flush_denormals
+from recsys.artifacts import atomic_write_dir, json_bytes
+from recsys.numerics import flush_denormals
 from recsys.sequences import SequenceData
 
 ENCODERS = ("gru", "attention", "none", "logistic")
@@ -112,8 +112,9 @@ class _GRUHistory(nn.Module):
         return state
 
     def step(self, state: torch.Tensor, event: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        _, h = self.gru(event[:, None], state[None].contiguous())
-        return h[0]
+        # one GRU cell step: the same numbers as a length-1 self.gru call, with less overhead
+        g = self.gru
+        return torch.gru_cell(event, state, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
 
 
 class _AttentionHistory(nn.Module):
@@ -215,16 +216,28 @@ class ResponseModel(nn.Module):
         outcome = (click > 0.5).long() + (convert > 0.5).long()
         return self.event_action(actions) + self.event_outcome(outcome)
 
+    def _all_logits(self, u: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """(..., 3, A) uncalibrated logits of the three heads for every action."""
+        if self.logistic:  # linear in [u, one_hot(a)]: the profile part plus one column per action
+            w = self.linear.weight
+            return (F.linear(u, w[:, :u.shape[-1]], self.linear.bias)[..., None] + w[:, u.shape[-1]:])
+        s = self.state(torch.cat([u, history], dim=-1))
+        return self.heads(s).unflatten(-1, (len(HEADS), self.spec.n_actions))
+
     def _logits(self, u: torch.Tensor, history: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(..., 3) logits of the three heads for the given actions; u, history (..., H)."""
-        if self.logistic:
-            x = torch.cat([u, F.one_hot(actions, self.spec.n_actions).float()], dim=-1)
-            raw = self.linear(x)
-        else:
-            s = self.state(torch.cat([u, history], dim=-1))
-            all_actions = self.heads(s).unflatten(-1, (len(HEADS), self.spec.n_actions))
-            idx = actions[..., None, None].expand(*actions.shape, len(HEADS), 1)
-            raw = all_actions.gather(-1, idx)[..., 0]
+        idx = actions[..., None, None].expand(*actions.shape, len(HEADS), 1)
+        raw = self._all_logits(u, history).gather(-1, idx)[..., 0]
+        return raw * self.calib_scale + self.calib_shift
+
+    def forward_all(self, cat: torch.Tensor, num: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
+                    convert: torch.Tensor) -> torch.Tensor:
+        """(B, T, A, 3) logits of every action at every logged step, given the logged history
+        before it (what an off-policy reward model needs)."""
+        u = self.profile_vector(cat, num)
+        u_t = u[:, None].expand(-1, actions.shape[1], -1)
+        history = u_t if self.logistic else self.history.before_each(u, self.event(actions, click, convert))
+        raw = self._all_logits(u_t, history).transpose(-1, -2)
         return raw * self.calib_scale + self.calib_shift
 
     # ---- whole sequences (training / evaluation)
@@ -395,19 +408,27 @@ def predict(model: ResponseModel, data: SequenceData, batch_size: int = 4096) ->
     return {"click": p[..., 0], "convert": p[..., 1], "churn": p[..., 2]}
 
 
+@torch.no_grad()
+def predict_all_actions(model: ResponseModel, data: SequenceData, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """(U, T, A) p(click), p(convert | click), p(churn) of *every* action at every logged step."""
+    model.eval()
+    t = _tensors(data)
+    parts = [torch.sigmoid(model.forward_all(b["cat"], b["num"], b["actions"], b["click"], b["convert"]))
+             for b in _batches(t, batch_size, None)]
+    p = torch.cat(parts).numpy().astype(np.float64)
+    return {"click": p[..., 0], "convert": p[..., 1], "churn": p[..., 2]}
+
+
 # --------------------------------------------------------------------------- artifacts
 def save_response_model(model: ResponseModel, directory: Path, metrics: dict[str, Any] | None = None) -> None:
     """A directory with ``model.pt`` (state_dict), ``config.json`` and ``metrics.json``,
-    each written atomically; ``model.pt`` loads with ``torch.load(weights_only=True)``."""
+    written atomically as a set; ``model.pt`` loads with ``torch.load(weights_only=True)``."""
     import io
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    atomic_write_json(directory / _CONFIG_FILE, {"model": asdict(model.config), "data": asdict(model.spec)})
-    atomic_write_json(directory / _METRICS_FILE, metrics or {})
-    atomic_write_bytes(directory / _MODEL_FILE, buf.getvalue())
+    atomic_write_dir(directory, {_CONFIG_FILE: json_bytes({"model": asdict(model.config), "data": asdict(model.spec)}),
+                                 _METRICS_FILE: json_bytes(metrics or {}), _MODEL_FILE: buf.getvalue()})
 
 
 def load_response_model(directory: Path) -> ResponseModel:

@@ -35,10 +35,7 @@ import copy
 import io
 import json
 import math
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -53,6 +50,7 @@ from torch.nn import functional as F
 
 from envs import rng
 from envs.world import ProfileSchema
+from recsys.artifacts import atomic_write_dir, json_bytes
 
 MIN_USERS = 100
 TRANSFORMS = ("quantile", "mode")
@@ -628,44 +626,21 @@ class UserGAN:
     # ------------------------------------------------------------------------------------ io
     def save(self, directory: str | Path) -> Path:
         """Write ``generator.pt`` (state_dict), ``config.json`` and ``metrics.json`` into
-        ``directory``. They are written into a temporary sibling directory that then replaces
-        ``directory`` with ``os.replace``, so readers never see a half-written model (an
-        existing directory is first moved aside, then deleted)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir()
-        try:
-            buf = io.BytesIO()
-            torch.save(self.generator.state_dict(), buf)
-            config = {
-                "format": _FORMAT,
-                "version": _VERSION,
-                "config": self.config.to_json(),
-                "generator": {"latent_dim": self.generator.latent_dim,
-                              "hidden": [layer.out_features for layer in self.generator.trunk],
-                              "head_hidden": _head_width(self.generator), "spans": _head_spec(self.generator)},
-                "encoder": self.encoder.to_json(),
-                "calibration": self.calibration,
-            }
-            for name, data in ((_GENERATOR_FILE, buf.getvalue()),
-                               (_CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode()),
-                               (_METRICS_FILE, (json.dumps(_jsonable(self.metrics), indent=2) + "\n").encode())):
-                with open(tmp / name, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-            if directory.exists():
-                old = directory.parent / f".{directory.name}.{uuid.uuid4().hex}.old"
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+        ``directory``, atomically as a set (``recsys.artifacts.atomic_write_dir``)."""
+        buf = io.BytesIO()
+        torch.save(self.generator.state_dict(), buf)
+        config = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "config": self.config.to_json(),
+            "generator": {"latent_dim": self.generator.latent_dim,
+                          "hidden": [layer.out_features for layer in self.generator.trunk],
+                          "head_hidden": _head_width(self.generator), "spans": _head_spec(self.generator)},
+            "encoder": self.encoder.to_json(),
+            "calibration": self.calibration,
+        }
+        return atomic_write_dir(directory, {_GENERATOR_FILE: buf.getvalue(), _CONFIG_FILE: json_bytes(config, indent=1),
+                                            _METRICS_FILE: json_bytes(_jsonable(self.metrics))})
 
     @classmethod
     def load(cls, directory: str | Path) -> UserGAN:

@@ -133,6 +133,37 @@ def test_batched_learned_world_equals_single_envs(simulator_dir):
         np.testing.assert_array_equal(info["click"], np.concatenate([o[4]["click"] for o in outs]))
 
 
+class _DrawOnArrival(LearnedWorld):
+    """A LearnedWorld that cannot draw users ahead: every user is drawn when it arrives."""
+
+    prefetch_users = None
+
+
+def test_prefetched_users_give_the_same_trajectories(simulator_dir):
+    """An autoresetting env draws every slot's next users ahead, in one batch
+    (``LearnedWorld.prefetch_users``); users, outcomes and observations are those of an env
+    that draws each user when it arrives."""
+    n, seed, steps = 5, 3, 120
+    base = LearnedWorld.from_dir(simulator_dir, n_users=1)
+    envs_ = [CampaignVectorEnv(cls(base.model, base.sampler, base.catalog, n), CampaignConfig(invalid_action="penalize"),
+                               AutoresetMode.SAME_STEP) for cls in (LearnedWorld, _DrawOnArrival)]
+    obs = [e.reset(seed=seed)[0] for e in envs_]
+    np.testing.assert_array_equal(obs[0], obs[1])
+    gen, episodes = np.random.default_rng(0), 0
+    for _ in range(steps):
+        actions = gen.integers(0, base.catalog.n_actions, n)
+        (o0, r0, t0, _, i0), (o1, r1, t1, _, i1) = (e.step(actions) for e in envs_)
+        np.testing.assert_allclose(o0, o1, atol=1e-6)
+        np.testing.assert_array_equal(t0, t1)
+        np.testing.assert_array_equal(i0["click"], i1["click"])
+        np.testing.assert_allclose(r0, r1)
+        np.testing.assert_array_equal(envs_[0].profile_categorical, envs_[1].profile_categorical)
+        np.testing.assert_array_equal(envs_[0].profile_numeric, envs_[1].profile_numeric)
+        episodes += int(t0.sum())
+    assert episodes > 2 * n  # many autoresets happened
+    assert len(envs_[0].world._cache_keys) > 0  # and the users came from the prefetched store
+
+
 def test_learned_probabilities_are_valid_and_history_changes_them(simulator_dir):
     world = LearnedWorld.from_dir(simulator_dir, n_users=64)
     world.reset_users(np.arange(64), np.arange(64, dtype=np.uint64) + 7)

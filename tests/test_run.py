@@ -17,7 +17,9 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 TINY = [
     "experiment=smoke", "experiment.progress=false",
     "experiment.evaluation.n_users=300", "experiment.evaluation.n_bootstrap=100",
+    "experiment.ope.policies=[random,logging,ppo,recurrent_ppo,dqn,gru4rec_softmax,value_ranker,epsilon_greedy_frozen]",
 ]
+ESTIMATORS = {"dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os", "pdis", "wdr", "fqe"}
 
 
 def _compose(overrides: list[str]):
@@ -80,12 +82,36 @@ def test_results_follow_the_contract(tiny_run):
     assert on_disk["provenance"]["packages"]["torch"]
 
 
+def test_ope_section_estimates_every_policy_with_every_estimator(tiny_run):
+    out, results = tiny_run
+    ope = results["ope"]
+    assert set(ope) == {"random", "logging", "ppo", "recurrent_ppo", "dqn", "gru4rec_softmax", "value_ranker",
+                        "epsilon_greedy_frozen"}
+    for name, entry in ope.items():
+        assert set(entry["estimators"]) == ESTIMATORS, name
+        lo, hi = entry["true_value_ci"]
+        assert lo <= entry["true_value"] <= hi
+        for est, e in entry["estimators"].items():
+            assert e["ci_low"] <= e["estimate"] <= e["ci_high"], (name, est, e)
+            assert e["target"] == ("sequential" if est in {"pdis", "wdr", "fqe"} else "per_decision")
+    # the logging policy evaluated on its own logs: every weight is exactly 1 (the logged
+    # propensities are reproduced bit-exactly), so IPS = SNIPS = PDIS = the mean logged return
+    logging = ope["logging"]["estimators"]
+    assert logging["ips"]["estimate"] == pytest.approx(logging["snips"]["estimate"], rel=1e-9)
+    assert logging["ips"]["estimate"] == pytest.approx(logging["pdis"]["estimate"], rel=1e-9)
+    assert set(results["ope_validation"]["by_kind"]) == {"baseline", "RL agent", "recommender (softmax)",
+                                                         "recommender (greedy)", "bandit (frozen)"}
+    assert (out / "ope.png").stat().st_size > 0
+    assert "Off-policy evaluation" in (out / "report.md").read_text()
+
+
 def test_same_seed_same_results(tiny_run, tmp_path):
     out, _ = tiny_run
     run_module.run(_compose(TINY), tmp_path)
     first = json.loads((out / "results.json").read_text())
     second = json.loads((tmp_path / "results.json").read_text())
     assert first["worlds"] == second["worlds"]
+    assert first["ope"] == second["ope"]
     assert (out / "logs.parquet").read_bytes() == (tmp_path / "logs.parquet").read_bytes()
 
 
@@ -98,6 +124,10 @@ def test_wrong_config_key_and_value_fail_clearly(tmp_path):
         run_module.run(_compose(TINY + ["agents.ppo.algo=sac"]), tmp_path)
     with pytest.raises(ValueError, match="experiment.agents"):
         run_module.run(_compose(TINY + ["experiment.agents=[ppo,sac]"]), tmp_path)
+    with pytest.raises(ValueError, match="experiment.ope.policies: unknown \\['lightgbm'\\]"):
+        run_module.run(_compose(TINY + ["experiment.ope.policies=[random,lightgbm]"]), tmp_path)
+    with pytest.raises(ValueError, match="experiment.ope.estimators.names"):
+        run_module.run(_compose(TINY + ["experiment.ope.estimators.names=[ips,magic]"]), tmp_path)
 
 
 def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_path):
@@ -139,3 +169,17 @@ def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
                              pa.array([0.0] * logs.num_rows))
     with pytest.raises(LogSchemaError, match="propensity"):
         fit_simulator(config, tmp_path, broken)
+
+
+def test_recommender_group_and_ope_validation_config_compose():
+    from experiments import config as config_module
+
+    fast = config_module.load(_compose(["recommender=fast"])).recommender
+    assert fast.configs()["deepfm"] == {"epochs": 5} and fast.names[-1] == "value_ranker"
+    with pytest.raises(ValueError, match="recommender.hyperparams.deepfm: .*embed_dimm"):
+        config_module.load(_compose(["+recommender.hyperparams.deepfm.embed_dimm=3"]))
+    with pytest.raises(ValueError, match="recommender: unknown \\['lightgbm'\\]"):
+        config_module.load(_compose(["recommender.names=[logistic,lightgbm]"]))
+    validation = config_module.load(_compose(["experiment=ope_validation"]))
+    assert validation.experiment.ope.draws > 1
+    run_module.check_ope_policies(validation)  # every policy it names exists in that run

@@ -150,3 +150,30 @@ def test_maskable_ppo_learns_on_the_adapter_and_respects_masks():
     masks = venv.action_masks()
     actions, _ = model.predict(obs, action_masks=masks)
     assert masks[np.arange(N), actions].all()
+
+
+def test_reward_scale_scales_only_what_the_learner_sees_and_survives_resume(tmp_path):
+    """``reward_scale`` in an agent's hyperparams (agents.sb3_agents.ScaledReward): the learner
+    gets scaled rewards, the episode returns and infos keep real units, a resumed model keeps it."""
+    from agents.sb3_agents import ScaledReward, build_agent, resume_agent
+
+    def env() -> CampaignVectorEnv:
+        return CampaignVectorEnv(TrueWorld(n_users=N), CampaignConfig(invalid_action="penalize"))
+
+    model = build_agent("dqn", env(), {"reward_scale": 0.1, "learning_starts": 16, "buffer_size": 1000}, [16], 0, None)
+    assert isinstance(model.env, ScaledReward) and model.reward_scale == 0.1
+    venv = model.env
+    venv.seed(5)
+    venv.reset()
+    g = np.random.default_rng(0)
+    for _ in range(30):
+        _, reward, _, infos = venv.step(g.integers(0, venv.action_space.n, N))
+        real = np.array([i["profit"] - venv.venv.venv.core.campaign.invalid_action_penalty * i["invalid_action"]
+                         for i in infos], dtype=np.float32)
+        np.testing.assert_allclose(reward, 0.1 * real, rtol=1e-5, atol=1e-6)
+    model.learn(64)
+    model.save(tmp_path / "dqn.zip")
+    resumed = resume_agent("dqn", tmp_path / "dqn.zip", env(), None)
+    assert isinstance(resumed.env, ScaledReward) and resumed.env.scale == 0.1
+    plain = build_agent("dqn", env(), {"learning_starts": 16, "buffer_size": 1000}, [16], 0, None)
+    assert not isinstance(plain.env, ScaledReward) and plain.reward_scale == 1.0

@@ -1,0 +1,457 @@
+"""Merge a Hydra sweep into one report: mean and CI across seeds per group of overrides.
+
+    python -m experiments.run -m experiment=smoke experiment.seed=0,1,2 campaign.reward=click,profit
+    python -m experiments.aggregate multirun/smoke__<time>
+
+Writes, in the sweep directory: ``aggregate.json``, ``aggregate.md``, ``aggregate.html`` (the
+same, plots embedded), ``aggregate.csv`` (long: group overrides, objective, world, policy,
+metric, n_seeds, mean, ci_low, ci_high) and ``aggregate.tex`` (booktabs tables), plus plots.
+
+**Groups.** Each job's ``.hydra/overrides.yaml`` gives its overrides; jobs whose overrides
+differ only in a seed key (``experiment.seed``; ``--seed-key`` to change) form one group.
+Overrides shared by every job are listed once, not in the group names.
+
+**Statistics.** A job contributes one number per (world, policy, metric): the mean over its
+evaluation users. Across the seeds of a group the table gives the mean of those numbers and a
+Student-t interval, mean ± t_{0.975, n-1} · sd / sqrt(n) (``--level``), i.e. seeds are the
+independent replicates and the CI covers seed-to-seed variation (logs, simulator, training
+and evaluation users all change with the seed). A bootstrap over 2–10 seeds would be too
+narrow, hence t. A group with one seed gets its mean and no CI.
+
+**Reward objectives.** When the groups differ in ``campaign.reward``, a "which policy wins
+under which objective" section gives, per objective, the best policy by TrueWorld return
+(also the best one that does not read the hidden state, i.e. not an oracle) and every policy's
+click rate, conversion rate and profit under each objective, with a plot.
+
+**Failed jobs.** A job without a readable ``results.json`` (it raised, was killed, timed out,
+or is still running) does not stop the aggregation; it is named in a "Failed jobs" section
+and in ``aggregate.json`` with its job number, overrides and error: the last line of the
+``FAILED.txt`` that ``experiments.run`` writes into a job that raised (full traceback inside),
+else an error line of the job's Hydra log, else "no results.json". Jobs the sweep defined
+but that never got a directory (sweep interrupted) are named too (basic sweeper only).
+
+**What Hydra 1.3.8 does with a failing job.** ``hydra.core.utils.run_job`` catches the task's
+exception and stores it in the ``JobReturn`` (status FAILED); the basic launcher (and the
+joblib and submitit launchers, which call ``run_job`` in each worker) goes on with the other
+jobs of the batch; only afterwards does ``BasicSweeper.sweep`` read ``return_value``, which
+re-raises the *first* failure, so the command exits 1 once the whole batch is done (verified
+here; since Hydra 1.1, PR #1465; Hydra issues #2284 and #2551). With
+``hydra.sweeper.max_batch_size`` set, later batches are not launched after a failed batch.
+Hydra writes no trace of the error in the job's directory or ``.log`` (#2284), hence
+``FAILED.txt`` and the logged traceback from ``experiments.run``.
+
+Exit code 0 if at least one job was aggregated; 1 with a one-line message otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy.stats import t as student_t
+from tqdm import tqdm
+
+from experiments.report import plot_policy_metrics, save_figure, write_report
+from experiments.stats import t_interval
+from experiments.tables import (
+    METRIC_LABELS,
+    TABLE_METRICS,
+    Column,
+    by_profit,
+    interval_rows,
+    latex_table,
+    markdown_table,
+    policy_columns,
+    write_csv,
+    write_latex,
+)
+from recsys.artifacts import atomic_write_json, atomic_write_text
+
+FAILED_MARKER = "FAILED.txt"
+SEED_KEYS = ("experiment.seed",)
+REWARD_KEYS = ("campaign.reward", "campaign.reward_weights")
+ORACLES = ("oracle_greedy", "nurture")  # read TrueWorld's hidden state: references, not deployable
+WIN_METRICS = ("click_rate", "conversion_rate", "profit")  # comparable across objectives (return is not)
+_ERROR_LINE = re.compile(r"(\[ERROR\]|Error|Exception|Traceback|Killed|CANCELLED|TIMEOUT)")
+
+
+class AggregateError(Exception):
+    """Nothing to aggregate: not a multirun directory, or no job finished."""
+
+
+def write_failure_marker(job_dir: Path) -> Path:
+    """Put the exception being handled (its traceback) in ``<job_dir>/FAILED.txt``."""
+    return atomic_write_text(Path(job_dir) / FAILED_MARKER, traceback.format_exc())
+
+
+@dataclass
+class Job:
+    num: int
+    dir: Path | None
+    overrides: list[str]
+    results: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class Group:
+    overrides: dict[str, str]  # the varying, non-seed overrides that define the group
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.overrides.items()) or "all jobs"
+
+    @property
+    def objective(self) -> str:
+        return objective(self.jobs[0].results.get("config", {}).get("campaign", {}))
+
+
+def objective(campaign: Mapping[str, Any]) -> str:
+    """The reward a run optimised: its name, with the weights when it is a weighted sum."""
+    if campaign.get("reward") != "weighted":
+        return str(campaign.get("reward"))
+    return "weighted(" + ",".join(f"{k}={v:g}" for k, v in campaign.get("reward_weights", {}).items()) + ")"
+
+
+def split_override(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+# ---------------------------------------------------------------- reading the sweep
+def find_job_dirs(sweep_dir: Path) -> list[Path]:
+    """Job directories of a sweep: those with a ``.hydra/overrides.yaml`` (any depth, so a
+    custom ``hydra.sweep.subdir`` works too)."""
+    return sorted({p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")})
+
+
+def read_job(job_dir: Path) -> Job:
+    overrides = [str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []]
+    num = _job_num(job_dir)
+    results_path = job_dir / "results.json"
+    if not results_path.is_file():
+        return Job(num, job_dir, overrides, error=job_error(job_dir))
+    try:
+        results = json.loads(results_path.read_text())
+    except ValueError as exc:
+        return Job(num, job_dir, overrides, error=f"unreadable results.json: {exc}")
+    if not isinstance(results, dict) or "true" not in (results.get("worlds") or {}):
+        return Job(num, job_dir, overrides, error="results.json has no worlds.true section (not a campaign run?)")
+    return Job(num, job_dir, overrides, results=results)
+
+
+def _job_num(job_dir: Path) -> int:
+    try:
+        hydra_cfg = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())
+        return int(hydra_cfg["hydra"]["job"]["num"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return int(job_dir.name) if job_dir.name.isdigit() else -1
+
+
+def job_error(job_dir: Path) -> str:
+    """Why a job has no results: FAILED.txt's last line, else the job log's error lines."""
+    marker = job_dir / FAILED_MARKER
+    if marker.is_file():
+        lines = [ln for ln in marker.read_text().splitlines() if ln.strip()]
+        return lines[-1].strip() if lines else "FAILED.txt (empty)"
+    for log in sorted(job_dir.glob("*.log")):
+        hits = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if _ERROR_LINE.search(ln)]
+        if hits:
+            return f"{log.name}: {hits[-1]}"
+    return "no results.json and no error recorded (killed, timed out or still running?)"
+
+
+def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
+    """The jobs a basic-sweeper multirun defined (index = job number), from multirun.yaml;
+    None when that cannot be known (other sweepers, no multirun.yaml)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        cfg = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]
+        if not str(cfg["sweeper"]["_target_"]).endswith("BasicSweeper"):
+            return None
+        params = [f"{k}={v}" for k, v in (cfg["sweeper"].get("params") or {}).items()]
+        overrides = OverridesParser.create().parse_overrides(params + list(cfg["overrides"]["task"]))
+        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except Exception:  # noqa: BLE001  (best effort: the count is informative, not essential)
+        return None
+
+
+def read_sweep(sweep_dir: Path, progress: bool = False) -> list[Job]:
+    """Every job of the sweep, in job order, with its results or its error."""
+    if not sweep_dir.is_dir():
+        raise AggregateError(f"{sweep_dir}: no such directory")
+    if not (sweep_dir / "multirun.yaml").is_file():
+        raise AggregateError(f"{sweep_dir}: not a Hydra multirun directory (no multirun.yaml)")
+    dirs = find_job_dirs(sweep_dir)
+    if not dirs:
+        raise AggregateError(f"{sweep_dir}: no job directories (no <job>/.hydra/overrides.yaml) yet")
+    jobs = [read_job(d) for d in tqdm(dirs, desc="reading jobs", unit="job", disable=not progress)]
+    if (sweep_dir / ".submitit").is_dir():  # submitit launchers keep each job's stdout/stderr there
+        for job in jobs:
+            if job.error and job.error.startswith("no results.json"):
+                job.error += "; see the job's .submitit/<id>/*_log.err"
+    found = {j.num for j in jobs}
+    for num, overrides in enumerate(expected_jobs(sweep_dir) or []):
+        if num not in found:
+            jobs.append(Job(num, None, overrides, error="never started (no job directory)"))
+    return sorted(jobs, key=lambda j: j.num)
+
+
+# ---------------------------------------------------------------- statistics across seeds
+def group_jobs(jobs: Sequence[Job], seed_keys: Sequence[str] = SEED_KEYS) -> tuple[list[Group], list[str]]:
+    """Finished jobs grouped by their non-seed overrides that vary across the sweep; also the
+    overrides every job shares."""
+    parsed = [dict(split_override(o) for o in j.overrides) for j in jobs]
+    keys = list(dict.fromkeys(k for p in parsed for k in p))
+    varying = [k for k in keys if k not in seed_keys and len({p.get(k) for p in parsed}) > 1]
+    constant = [f"{k}={parsed[0][k]}" for k in keys
+                if k not in varying and k not in seed_keys and all(k in p for p in parsed)]
+    groups: dict[tuple, Group] = {}
+    for job, p in zip(jobs, parsed, strict=True):
+        if job.results is None:
+            continue
+        key = tuple((k, p.get(k, "")) for k in varying)
+        groups.setdefault(key, Group(dict(key))).jobs.append(job)
+    return list(groups.values()), constant
+
+
+def across_seeds(results: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any]:
+    """``{"worlds": {world: {"policies": {policy: {metric: interval}}}}, "sim_to_real": ...}``
+    over the given runs; an interval has mean, ci_low, ci_high (None for one seed), n_seeds
+    and the per-seed values."""
+    worlds: dict[str, Any] = {}
+    for world in dict.fromkeys(w for r in results for w in r["worlds"]):
+        policies: dict[str, dict[str, Any]] = {}
+        runs = [r["worlds"][world]["policies"] for r in results if world in r["worlds"]]
+        for policy in dict.fromkeys(p for run in runs for p in run):
+            metrics = dict.fromkeys(m for run in runs if policy in run for m in run[policy])
+            policies[policy] = {m: seed_interval([run[policy][m]["mean"] for run in runs
+                                                  if m in run.get(policy, {})], level) for m in metrics}
+        worlds[world] = {"policies": policies}
+    taus = [r["sim_to_real"]["kendall_tau"] for r in results if r.get("sim_to_real")]
+    return {"worlds": worlds, "sim_to_real": {"kendall_tau": seed_interval(taus, level) if taus else None}}
+
+
+def seed_interval(values: Sequence[float | None], level: float) -> dict[str, Any]:
+    clean = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    iv = t_interval(clean, level)
+    mean = float(np.nanmean(clean)) if np.isfinite(clean).any() else None
+    return {"mean": mean, "ci_low": iv and iv.ci_low, "ci_high": iv and iv.ci_high,
+            "n_seeds": int(np.isfinite(clean).sum()), "values": [None if v is None else float(v) for v in values]}
+
+
+def reward_comparisons(groups: Sequence[Group], stats: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per context (the group overrides other than the reward), when it holds more than one
+    objective: the best policy per objective by TrueWorld return, and every policy's
+    click rate, conversion rate and profit under each objective."""
+    contexts: dict[tuple, dict[str, Mapping[str, Any]]] = {}
+    for group, st in zip(groups, stats, strict=True):
+        ctx = tuple((k, v) for k, v in group.overrides.items() if k not in REWARD_KEYS)
+        contexts.setdefault(ctx, {})[group.objective] = st["worlds"]["true"]["policies"]
+    out = []
+    for ctx, by_objective in contexts.items():
+        if len(by_objective) < 2:
+            continue
+        best = {}
+        for obj, policies in by_objective.items():
+            ranked = sorted(policies, key=lambda p: -policies[p]["return"]["mean"])
+            deployable = [p for p in ranked if p not in ORACLES]
+            best[obj] = {"policy": ranked[0], "return": policies[ranked[0]]["return"],
+                         "best_non_oracle": deployable[0] if deployable else None,
+                         "best_non_oracle_return": policies[deployable[0]]["return"] if deployable else None}
+        names = list(dict.fromkeys(p for policies in by_objective.values() for p in policies))
+        out.append({"context": dict(ctx), "objectives": list(by_objective), "best": best,
+                    "policies": {p: {obj: {m: pol[p][m] for m in WIN_METRICS if m in pol.get(p, {})}
+                                     for obj, pol in by_objective.items() if p in pol} for p in names}})
+    return out
+
+
+# ---------------------------------------------------------------- tables, plots, report
+def _win_columns(comparison: Mapping[str, Any], prefix: bool = True) -> list[Column]:
+    """Per objective, a column per metric (headed "objective: metric" unless ``prefix`` is off)."""
+    return [(f"{obj}: {METRIC_LABELS[m]}" if prefix else METRIC_LABELS[m],
+             {p: objs[obj][m] for p, objs in comparison["policies"].items() if m in objs.get(obj, {})})
+            for obj in comparison["objectives"] for m in WIN_METRICS]
+
+
+def _win_rows(comparison: Mapping[str, Any]) -> list[str]:
+    """Policies by their mean profit across objectives, best first."""
+    def score(p: str) -> float:
+        return -np.mean([v["profit"]["mean"] for v in comparison["policies"][p].values() if "profit" in v])
+    return sorted(comparison["policies"], key=score)
+
+
+def _fmt(iv: Mapping[str, Any] | None) -> str:
+    if iv is None or iv.get("mean") is None:
+        return "–"
+    if iv.get("ci_low") is None:
+        return f"{iv['mean']:.3f} (1 seed)"
+    return f"{iv['mean']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
+
+
+def _best_md(comparison: Mapping[str, Any]) -> str:
+    rows = ["| objective | best policy (TrueWorld return) | best non-oracle policy |", "|---|---|---|"]
+    for obj, b in comparison["best"].items():
+        non_oracle = (f"`{b['best_non_oracle']}` {_fmt(b['best_non_oracle_return'])}"
+                      if b["best_non_oracle"] else "–")
+        rows.append(f"| `{obj}` | `{b['policy']}` {_fmt(b['return'])} | {non_oracle} |")
+    return "\n".join(rows)
+
+
+def plot_objectives(comparison: Mapping[str, Any], path: Path, level: float) -> None:
+    """One panel per metric: per policy a bar per objective, with its across-seed CI."""
+    import matplotlib.pyplot as plt
+
+    names = _win_rows(comparison)[::-1]
+    objectives = comparison["objectives"]
+    height = 0.8 / len(objectives)
+    fig, axes = plt.subplots(1, len(WIN_METRICS), figsize=(4.5 * len(WIN_METRICS), 0.32 * len(names) * len(objectives) ** 0.5 + 1.5),
+                             sharey=True)
+    for ax, metric in zip(axes, WIN_METRICS, strict=True):
+        for k, obj in enumerate(objectives):
+            ivs = [comparison["policies"][p].get(obj, {}).get(metric) for p in names]
+            means = [iv["mean"] if iv else np.nan for iv in ivs]
+            err = [[iv["mean"] - iv["ci_low"] if iv and iv["ci_low"] is not None else 0 for iv in ivs],
+                   [iv["ci_high"] - iv["mean"] if iv and iv["ci_high"] is not None else 0 for iv in ivs]]
+            ax.barh(np.arange(len(names)) + (k - (len(objectives) - 1) / 2) * height, means, height,
+                    xerr=err, capsize=2, label=f"reward = {obj}")
+        ax.set_yticks(np.arange(len(names)), names)
+        ax.set_title(METRIC_LABELS[metric])
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"TrueWorld, mean over seeds with {level:.0%} t-interval, by reward objective")
+    save_figure(fig, path)
+
+
+def _plottable(policies: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Intervals without a CI (one seed) drawn as a point (no error bar)."""
+    return {p: {m: {"mean": iv["mean"], "ci_low": iv["mean"] if iv["ci_low"] is None else iv["ci_low"],
+                    "ci_high": iv["mean"] if iv["ci_high"] is None else iv["ci_high"]}
+                for m, iv in ms.items() if iv["mean"] is not None}
+            for p, ms in policies.items()}
+
+
+def _failed_md(failed: Sequence[Mapping[str, Any]]) -> str:
+    if not failed:
+        return "None: every job wrote its results.json."
+    rows = ["| job | overrides | error | directory |", "|---|---|---|---|"]
+    for f in failed:
+        error = f["error"].replace("|", "\\|")
+        rows.append(f"| {f['job']} | `{' '.join(f['overrides'])}` | {error} | {f['dir'] or '–'} |")
+    return "\n".join(rows)
+
+
+def aggregate(sweep_dir: Path, level: float = 0.95, seed_keys: Sequence[str] = SEED_KEYS,
+              progress: bool = False) -> dict[str, Any]:
+    """Read the sweep, write aggregate.{json,md,html,csv,tex} and plots; return the JSON."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_sweep(sweep_dir, progress)
+    groups, constant = group_jobs([j for j in jobs if j.dir is not None], seed_keys)
+    failed = [{"job": j.num, "overrides": j.overrides, "error": j.error, "dir": str(j.dir) if j.dir else None}
+              for j in jobs if j.results is None]
+    if not groups:
+        raise AggregateError(f"{sweep_dir}: none of {len(jobs)} jobs has usable results "
+                             f"(first error: {failed[0]['error'] if failed else 'none'})")
+    stats = [across_seeds([j.results for j in g.jobs], level) for g in groups]
+    comparisons = reward_comparisons(groups, stats)
+    pct = f"{level:.0%}"
+    summary = {
+        "sweep_dir": str(sweep_dir),
+        "ci": {"method": "student_t_over_seeds", "level": level,
+               "note": "per job: mean over its evaluation users; across the seeds of a group: mean ± t·sd/sqrt(n)"},
+        "seed_keys": list(seed_keys),
+        "constant_overrides": constant,
+        "n_jobs": {"found": sum(j.dir is not None for j in jobs), "aggregated": sum(len(g.jobs) for g in groups),
+                   "failed": len(failed), "expected": len(jobs)},
+        "groups": [{"overrides": g.overrides, "label": g.label, "objective": g.objective,
+                    "jobs": [j.num for j in g.jobs],
+                    "seeds": [j.results.get("config", {}).get("experiment", {}).get("seed") for j in g.jobs], **st}
+                   for g, st in zip(groups, stats, strict=True)],
+        "reward_objectives": comparisons,
+        "failed_jobs": failed,
+    }
+    atomic_write_json(sweep_dir / "aggregate.json", summary)
+
+    rows, tables, sections = [], [], []
+    n = summary["n_jobs"]
+    sections.append(("Sweep", (
+        f"`{sweep_dir}`: {n['aggregated']} job(s) aggregated in {len(groups)} group(s), {n['failed']} failed "
+        f"(of {n['expected']}). Shared overrides: `{' '.join(constant) or 'none'}`.\n\n"
+        f"Each job gives one number per policy and metric (its mean over evaluation users); a group's "
+        f"cell is the mean over its seeds (`{', '.join(seed_keys)}`) with a {pct} Student-t interval, "
+        f"mean ± t·sd/√n over seeds (no CI with one seed; t is {student_t.ppf((1 + level) / 2, 1):.1f} for 2 seeds "
+        f"and {student_t.ppf((1 + level) / 2, 2):.1f} for 3, so "
+        f"few seeds give wide intervals by construction). Files: [aggregate.csv](aggregate.csv), "
+        f"[aggregate.tex](aggregate.tex) (booktabs), [aggregate.json](aggregate.json).")))
+    for i, comparison in enumerate(comparisons):
+        ctx = ", ".join(f"{k}={v}" for k, v in comparison["context"].items())
+        png = f"aggregate_objectives_{i}.png"
+        plot_objectives(comparison, sweep_dir / png, level)
+        sections.append((f"Which policy wins under which reward objective{f' ({ctx})' if ctx else ''}",
+                         _best_md(comparison) + "\n\nEvery policy under each objective (TrueWorld, mean "
+                         f"[{pct} CI over seeds], best per column in bold):\n\n"
+                         + markdown_table(_win_rows(comparison), _win_columns(comparison))
+                         + f"\n\n![policies by objective]({png})"))
+        tables.append(latex_table(_win_rows(comparison), _win_columns(comparison, prefix=False),
+                                  f"TrueWorld metrics of every policy under each reward objective{f' ({ctx})' if ctx else ''}: "
+                                  f"mean [{pct} CI over seeds].", f"tab:objectives_{i}",
+                                  spans=[(f"reward = {o}", len(WIN_METRICS)) for o in comparison["objectives"]]))
+    for i, (g, st) in enumerate(zip(groups, stats, strict=True)):
+        seeds = summary["groups"][i]["seeds"]
+        for world, w in st["worlds"].items():
+            keys = {**g.overrides, "objective": g.objective, "world": world}
+            rows += interval_rows(w["policies"], ("n_seeds", "mean", "ci_low", "ci_high"), **keys)
+            order = by_profit(w["policies"])
+            caption = f"Policies in the {world} world, {g.label} ({len(seeds)} seeds): mean [{pct} CI over seeds]."
+            tables.append(latex_table(order, policy_columns(w["policies"]), caption, f"tab:group{i}_{world}"))
+            body = markdown_table(order, policy_columns(w["policies"], (*TABLE_METRICS, "return")))
+            if world == "true":
+                png = f"aggregate_group{i}_true.png"
+                plot_policy_metrics(_plottable(w["policies"]), sweep_dir / png,
+                                    f"{g.label}: TrueWorld, mean over {len(seeds)} seeds, {pct} t-interval")
+                body += f"\n\n![policies]({png})"
+            tau = st["sim_to_real"]["kendall_tau"]
+            if world == "learned" and tau:
+                body += f"\n\nSim-to-real Kendall tau (ranking by return): {_fmt(tau)}."
+            sections.append((f"{g.label}: {world} world (seeds {seeds}, jobs {[j.num for j in g.jobs]})", body))
+    sections.append(("Failed jobs", _failed_md(failed)))
+    write_csv(sweep_dir / "aggregate.csv", rows)
+    write_latex(sweep_dir / "aggregate.tex", tables)
+    write_report(sweep_dir, sections, f"campaign-gym sweep: {sweep_dir.name}", stem="aggregate")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.aggregate", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory (multirun/<name>__<time>)")
+    parser.add_argument("--level", type=float, default=0.95, help="confidence level of the across-seed CI")
+    parser.add_argument("--seed-key", action="append", dest="seed_keys",
+                        help=f"override key that only changes the seed (repeatable; default {SEED_KEYS[0]})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        summary = aggregate(args.sweep_dir, args.level, tuple(args.seed_keys or SEED_KEYS),
+                            progress=not args.no_progress)
+    except AggregateError as exc:
+        print(f"experiments.aggregate: {exc}", file=sys.stderr)
+        return 1
+    n = summary["n_jobs"]
+    print(f"aggregated {n['aggregated']} job(s) in {len(summary['groups'])} group(s) ({n['failed']} failed): "
+          f"{args.sweep_dir / 'aggregate.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Off-policy evaluation checked against the truth: the ``ope`` section of ``results.json``.
+
+For each of ``draws`` independent sets of TrueWorld logs (the logging policy on fresh
+users), every policy is evaluated by every estimator from the logs alone. Its true value is
+its mean return in on-policy TrueWorld rollouts (``truth_users`` users, with a CI). Per
+policy and estimator we report the first draw's estimate and CI (what a researcher with one
+dataset would see), and over the draws: relative error, bias, RMSE and CI coverage.
+
+Per-decision (bandit) estimators target a different quantity — the one-step value on the
+logged states — which is known exactly in TrueWorld (the oracle's expected reward of every
+action on every logged state); it is reported as ``one_step_value`` so their error can be
+split into estimation error and the cost of ignoring the policy's effect on future states.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from agents.base import Policy
+from envs.true_world import TrueWorld
+from envs.vector_env import CampaignVectorEnv
+from experiments.ope.data import OPEData
+from experiments.ope.estimators import PER_DECISION, DirectMethod
+from experiments.ope.evaluate import (
+    EstimatorConfig,
+    RewardModel,
+    estimate_all,
+    logged_rewards,
+    oracle_rewards,
+    policy_probs,
+)
+from experiments.rollout import make_env_factory, rollout
+from experiments.stats import Interval, bootstrap_mean
+from recsys.recommenders.base import LoggedData
+from recsys.sequences import sequences_from_logs
+
+log = logging.getLogger("campaign_gym")
+PolicyFactory = Callable[[CampaignVectorEnv], Policy]
+
+
+def ope_study(
+    config: Any, policies: dict[str, PolicyFactory], kinds: dict[str, str], draw_logs: Callable[[int], pa.Table],
+    reward_model: RewardModel, truth_users_from: int, progress: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns (the ``ope`` section, a summary: which estimator to trust for which kind).
+
+    ``draw_logs(d)``: the d-th independent logs table; ``kinds[name]``: the policy's group
+    in the summary (e.g. "RL agent", "recommender (greedy)")."""
+    ope, ev, seed = config.experiment.ope, config.experiment.evaluation, config.experiment.seed
+    world, campaign = config.world, config.campaign
+    make_env = make_env_factory(lambda n: TrueWorld(world, n_users=n), campaign)
+    catalog = make_env(1).catalog
+    probe = make_env(1)
+    estimators = EstimatorConfig(**vars(ope.estimators)).build(seed)
+
+    truth = {name: bootstrap_mean(rollout(make_env, f, ope.truth_users, truth_users_from).ret, ev.n_bootstrap,
+                                  ev.ci_level, seed)
+             for name, f in tqdm(policies.items(), desc="ope: true values", disable=not progress)}
+    per_draw: dict[str, list[dict[str, Interval]]] = {name: [] for name in policies}
+    one_step: dict[str, list[float]] = {name: [] for name in policies}
+    for draw in tqdm(range(ope.draws), desc="ope: log draws", disable=not progress):
+        data = sequences_from_logs(draw_logs(draw), n_actions=catalog.n_actions)
+        logged = LoggedData.replay(data, catalog, probe.world.profile_schema, campaign)
+        rewards = logged_rewards(campaign, catalog, data)
+        q_hat = reward_model(data)
+        q_true = oracle_rewards(world, catalog, campaign, data)
+        for name, factory in tqdm(policies.items(), desc=f"ope: draw {draw}", leave=False, disable=not progress):
+            pi = policy_probs(factory(CampaignVectorEnv(probe.world, campaign)), logged)
+            per_draw[name].append(estimate_all(logged, rewards, pi, q_hat, estimators, ope.n_bootstrap, ev.ci_level,
+                                               seed + draw))
+            exact = OPEData(actions=data.actions, rewards=rewards, propensities=data.propensity, mask=data.mask,
+                            pi=pi, q_hat=q_true)
+            one_step[name].append(float(DirectMethod().statistics(exact).mean()))
+    kind_of = {e.name: e.kind for e in estimators}
+    section = {name: _policy_entry(truth[name], per_draw[name], one_step[name], kind_of, kinds.get(name, ""))
+               for name in policies}
+    return section, _summary(section, kind_of, ope.draws)
+
+
+def _policy_entry(truth: Interval, draws: list[dict[str, Interval]], one_step: list[float],
+                  kind_of: dict[str, str], kind: str) -> dict[str, Any]:
+    estimators = {}
+    for name in draws[0]:
+        est = np.array([d[name].mean for d in draws])
+        covered = np.array([d[name].ci_low <= truth.mean <= d[name].ci_high for d in draws])
+        scale = abs(truth.mean) if truth.mean else 1.0
+        estimators[name] = {
+            **draws[0][name].as_dict(), "estimate": draws[0][name].mean, "target": kind_of[name],
+            "rel_error": float(np.mean(np.abs(est - truth.mean)) / scale),
+            "bias": float(np.mean(est - truth.mean)),
+            "rmse": float(np.sqrt(np.mean((est - truth.mean) ** 2))),
+            "coverage": float(covered.mean()),
+            "draws": len(draws),
+        }
+        del estimators[name]["mean"]
+    return {"kind": kind, "true_value": truth.mean, "true_value_ci": [truth.ci_low, truth.ci_high],
+            "one_step_value": float(np.mean(one_step)), "estimators": estimators}
+
+
+def _summary(section: dict[str, Any], kind_of: dict[str, str], draws: int) -> dict[str, Any]:
+    """Per kind of policy: each estimator's median relative error and mean coverage across
+    the policies of that kind, and the one with the lowest median error."""
+    kinds: dict[str, list[str]] = {}
+    for name, entry in section.items():
+        kinds.setdefault(entry["kind"], []).append(name)
+    out: dict[str, Any] = {"draws": draws, "by_kind": {}}
+    for kind, names in kinds.items():
+        table = {}
+        for est in kind_of:
+            errors = [section[n]["estimators"][est]["rel_error"] for n in names if est in section[n]["estimators"]]
+            cover = [section[n]["estimators"][est]["coverage"] for n in names if est in section[n]["estimators"]]
+            if errors:
+                table[est] = {"median_rel_error": float(np.median(errors)), "coverage": float(np.mean(cover))}
+        best = min(table, key=lambda e: table[e]["median_rel_error"]) if table else None
+        out["by_kind"][kind] = {"policies": names, "estimators": table, "best": best,
+                                "best_per_decision": min((e for e in table if kind_of[e] == PER_DECISION),
+                                                         key=lambda e: table[e]["median_rel_error"], default=None)}
+    return out
