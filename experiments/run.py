@@ -125,7 +125,9 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     profile_cols = CampaignVectorEnv(world_factories["true"](1), config.campaign).layout.profile
     segments = fit_segments(true_stats["random"].first_obs[:, profile_cols], ev.n_segments, seed)
     labels = segments.predict(true_stats["random"].first_obs[:, profile_cols])
-    best_agent = max(models, key=lambda n: worlds["true"]["policies"][n]["profit"]["mean"]) if models else None
+    # the challenger: the best agent that never saw TrueWorld (the question the simulator answers)
+    sim_trained = [n for n in models if config.agents[n].train_world == "learned"] or list(models)
+    best_agent = max(sim_trained, key=lambda n: worlds["true"]["policies"][n]["profit"]["mean"]) if models else None
     baseline = _best_baseline(worlds["true"]["policies"], models)
     breakdown = (segment_breakdown(true_stats, labels, best_agent, baseline, ev.n_bootstrap, ev.ci_level, seed)
                  if best_agent else None)

@@ -50,7 +50,7 @@ def test_results_follow_the_contract(tiny_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == json.loads(json.dumps(results))
     true, learned = on_disk["worlds"]["true"]["policies"], on_disk["worlds"]["learned"]["policies"]
-    agents = {"ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo"}
+    agents = {"ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo", "ppo_true"}
     bandits = {"epsilon_greedy", "linucb", "thompson"}
     fixed = {"random", "greedy", "logging", "no_offer", "softmax"}
     recommenders = {"popularity", "logistic", "deepfm", "mf", "gru4rec", "value_ranker"}
