@@ -35,6 +35,8 @@ class AgentConfig:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     deterministic_eval: bool = False  # evaluate the argmax action instead of sampling the policy
     checkpoint_every: int = 250_000  # env steps between checkpoints (0 = only the final model)
+    eval_every: int = 250_000  # env steps between evaluations on held-out users in both worlds (0 = none)
+    eval_users: int = 1000  # users of each of those evaluations (the same users every time)
     resume_from: str | None = None  # a checkpoint .zip to continue training from
     train_world: str = "learned"  # learned (the simulator fitted on logs) | true (the ground truth)
 
@@ -45,6 +47,9 @@ class AgentConfig:
             raise ValueError(f"agent.total_timesteps: must be >= 1, got {self.total_timesteps}")
         if self.n_envs < 1:
             raise ValueError(f"agent.n_envs: must be >= 1, got {self.n_envs}")
+        if self.eval_every < 0 or self.eval_users < 2:
+            raise ValueError(f"agent.eval_every / eval_users: need eval_every >= 0 and eval_users >= 2, "
+                             f"got {self.eval_every} / {self.eval_users}")
         self.train_world = str(self.train_world).lower()  # `train_world=true` arrives as the bool True
         if self.train_world not in ("learned", "true"):
             raise ValueError(f"agent.train_world: got {self.train_world!r}, expected 'learned' or 'true'")

@@ -46,34 +46,46 @@ def plot_policy_metrics(policies: dict[str, dict[str, dict[str, float]]], path: 
     save_figure(fig, path)
 
 
-def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], path: Path) -> bool:
-    """Training scalars read from the TensorBoard event files; False if there are none."""
-    curves = {k: v for k, v in curves.items() if v}
+Curves = dict[str, dict[str, list[tuple[int, float]]]]  # tag -> run (agent) -> (step, value)
+
+
+def plot_learning_curves(curves: Curves, path: Path, agents: Collection[str] | None = None) -> bool:
+    """One panel per scalar, one line per agent (``agents``: which runs, in this order);
+    False if there is nothing to plot."""
+    curves = {tag: {run: pts for run, pts in runs.items() if pts and (agents is None or run in agents)}
+              for tag, runs in curves.items()}
+    curves = {tag: runs for tag, runs in curves.items() if runs}
     if not curves:
         return False
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.2))
-    axes = [axes] if len(curves) == 1 else list(axes)
-    for ax, (tag, points) in zip(axes, curves.items(), strict=True):
-        steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, marker=".")
-        ax.set_title(tag)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.3 * len(curves), 3.4), squeeze=False)
+    order = list(agents) if agents is not None else sorted({r for runs in curves.values() for r in runs})
+    colors = {run: plt.get_cmap("tab10")(i % 10) for i, run in enumerate(order)}
+    for ax, (tag, runs) in zip(axes[0], curves.items(), strict=True):
+        for run in order:
+            if run in runs:
+                steps, values = zip(*sorted(runs[run]), strict=True)
+                ax.plot(steps, values, label=run, color=colors[run], lw=1.2, marker="." if len(steps) < 20 else None)
+        ax.set_title(tag, fontsize=9)
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
     save_figure(fig, path)
     return True
 
 
-def read_scalars(event_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
-    """Scalars from every TensorBoard event file under ``event_dir``."""
+def read_scalars(event_dir: Path, tags: tuple[str, ...]) -> Curves:
+    """Scalars from every TensorBoard event file under ``event_dir``, per run directory
+    (SB3 names them ``<agent>_<n>``; the suffix is dropped)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    curves: dict[str, list[tuple[int, float]]] = {t: [] for t in tags}
+    curves: Curves = {t: {} for t in tags}
     for events in sorted(Path(event_dir).rglob("events.out.tfevents.*")):
+        run = events.parent.name.rsplit("_", 1)[0] if events.parent.name[-1:].isdigit() else events.parent.name
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         for tag in tags:
             if tag in acc.Tags().get("scalars", []):
-                curves[tag].extend((e.step, e.value) for e in acc.Scalars(tag))
+                curves[tag].setdefault(run, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return curves
 
 

@@ -26,7 +26,7 @@ from agents.bandits import EpsilonGreedyBandit, LinearThompsonBandit, LinUCBBand
 from agents.base import Frozen
 from agents.recommender_policy import RecommenderPolicy
 from agents.reference import NurturePolicy, OracleGreedyPolicy
-from agents.sb3_agents import SB3Policy, build_agent, resume_agent, train_agent
+from agents.sb3_agents import PeriodicEvalCallback, SB3Policy, build_agent, resume_agent, train_agent
 from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignConfig, CampaignVectorEnv
@@ -59,7 +59,8 @@ log = logging.getLogger("campaign_gym")
 config_module.register()
 
 BANDITS = (EpsilonGreedyBandit, LinUCBBandit, LinearThompsonBandit)
-LEARNING_CURVE_TAGS = ("rollout/ep_rew_mean", "campaign/profit_per_episode", "campaign/click_rate")
+LEARNING_CURVE_TAGS = ("campaign/profit_per_episode", "eval_learned/profit_per_user", "eval_true/profit_per_user",
+                       "campaign/click_rate")
 
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
@@ -174,7 +175,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
                             f"{world} world, {ev.n_users} paired users, 95% CI", agents=models)
     if ope:
         plot_ope(ope, out / "ope.png")
-    has_curves = plot_learning_curves(read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS), out / "learning_curves.png")
+    has_curves = plot_learning_curves(read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS), out / "learning_curves.png",
+                                      list(models))
     write_report(out, _sections(results, has_curves), f"campaign-gym run: {exp.name}, seed {seed}")
     log.info("wrote %s", out)
     return results
@@ -261,8 +263,29 @@ def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str
         model = build_agent(agent.algo, env, agent.hyperparams, agent.net_arch, config.experiment.seed,
                             out / "tensorboard")
     log.info("training %s for %d steps in the %s world", name, agent.total_timesteps, agent.train_world)
-    return train_agent(model, agent.total_timesteps, name, progress=config.experiment.progress,
+    callbacks = [PeriodicEvalCallback(_evaluator(name, agent, world_factories, config), agent.eval_every)
+                 ] if agent.eval_every else []
+    return train_agent(model, agent.total_timesteps, name, progress=config.experiment.progress, callbacks=callbacks,
                        checkpoint_dir=out / "checkpoints", checkpoint_every=agent.checkpoint_every)
+
+
+def _evaluator(name: str, agent: config_module.AgentConfig, world_factories: dict[str, Any],
+               config: config_module.Config) -> Any:
+    """Paired rollouts of the model in training on the first ``eval_users`` evaluation users,
+    in both worlds: its sim-to-real learning curve (``eval_learned/*``, ``eval_true/*``)."""
+    _, users_from = config_module.user_blocks(config.experiment.seed)
+    envs = {world: make_env_factory(f, config.campaign) for world, f in world_factories.items()}
+
+    def evaluate(model: Any) -> dict[str, dict[str, float]]:
+        out = {}
+        for world, make_env in envs.items():
+            s = rollout(make_env, lambda env: SB3Policy(model, name, agent.deterministic_eval, config.experiment.seed),
+                        agent.eval_users, users_from)
+            out[world] = {"profit_per_user": float(s.profit.mean()), "return_per_user": float(s.ret.mean()),
+                          "click_rate": float(s.clicks.sum() / max(s.offers_sent.sum(), 1.0)),
+                          "episode_length": float(s.length.mean())}
+        return out
+    return evaluate
 
 
 def _diff_rows(diffs: dict[str, Any]) -> str:

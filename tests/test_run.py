@@ -18,6 +18,7 @@ TINY = [
     "experiment=smoke", "experiment.progress=false",
     "experiment.evaluation.n_users=300", "experiment.evaluation.n_bootstrap=100",
     "experiment.ope.policies=[random,logging,ppo,recurrent_ppo,dqn,gru4rec_softmax,value_ranker,epsilon_greedy_frozen]",
+    "agents.ppo.eval_every=1024",
 ]
 ESTIMATORS = {"dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os", "pdis", "wdr", "fqe"}
 
@@ -41,6 +42,13 @@ def test_run_writes_every_artifact(tiny_run):
                  "simulator/user_gan/config.json"):
         assert (out / name).stat().st_size > 0, name
     assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    # the evaluation callback: ppo every 1,024 steps of 2,048 (2 points), the others once at the end,
+    # in both worlds, on the same held-out users each time
+    from experiments.report import read_scalars
+
+    curves = read_scalars(out / "tensorboard", ("eval_true/profit_per_user", "eval_learned/profit_per_user"))
+    assert [step for step, _ in curves["eval_true/profit_per_user"]["ppo"]] == [1024, 2048]
+    assert len(curves["eval_learned/profit_per_user"]["a2c"]) == 1
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="policy_metrics_true.png"' not in html
 
