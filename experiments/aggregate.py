@@ -270,7 +270,8 @@ def reward_comparisons(groups: Sequence[Group], stats: Sequence[Mapping[str, Any
             deployable = [p for p in ranked if p not in ORACLES]
             best[obj] = {"policy": ranked[0], "return": policies[ranked[0]]["return"],
                          "best_non_oracle": deployable[0] if deployable else None,
-                         "best_non_oracle_return": policies[deployable[0]]["return"] if deployable else None}
+                         "best_non_oracle_return": policies[deployable[0]]["return"] if deployable else None,
+                         "ranking": [(p, policies[p]["return"]["mean"]) for p in deployable[:6]]}
         names = list(dict.fromkeys(p for policies in by_objective.values() for p in policies))
         out.append({"context": dict(ctx), "objectives": list(by_objective), "best": best,
                     "policies": {p: {obj: {m: pol[p][m] for m in WIN_METRICS if m in pol.get(p, {})}
@@ -302,11 +303,13 @@ def _fmt(iv: Mapping[str, Any] | None) -> str:
 
 
 def _best_md(comparison: Mapping[str, Any]) -> str:
-    rows = ["| objective | best policy (TrueWorld return) | best non-oracle policy |", "|---|---|---|"]
+    rows = ["| objective | best policy (TrueWorld return) | best non-oracle policy | non-oracle ranking by return |",
+            "|---|---|---|---|"]
     for obj, b in comparison["best"].items():
         non_oracle = (f"`{b['best_non_oracle']}` {_fmt(b['best_non_oracle_return'])}"
                       if b["best_non_oracle"] else "–")
-        rows.append(f"| `{obj}` | `{b['policy']}` {_fmt(b['return'])} | {non_oracle} |")
+        ranking = " > ".join(f"`{p}` {v:.3g}" for p, v in b.get("ranking", []))
+        rows.append(f"| `{obj}` | `{b['policy']}` {_fmt(b['return'])} | {non_oracle} | {ranking} |")
     return "\n".join(rows)
 
 
