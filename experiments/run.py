@@ -297,6 +297,25 @@ def _diff_rows(diffs: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _sim_to_real_md(results: dict[str, Any]) -> str:
+    """The side-by-side table: return in TrueWorld and in the learned simulator, the rank in
+    each, and the relative error of the simulator's value."""
+    true, learned = results["worlds"]["true"]["policies"], results["worlds"]["learned"]["policies"]
+    both = sorted((p for p in learned if p in true), key=lambda p: -true[p]["return"]["mean"])
+    rank_true = {p: i + 1 for i, p in enumerate(both)}
+    rank_sim = {p: i + 1 for i, p in enumerate(sorted(both, key=lambda p: -learned[p]["return"]["mean"]))}
+    rel = results["sim_to_real"]["rel_error"]
+    rows = ["| policy | TrueWorld return [95% CI] | learned-world return [95% CI] | relative error | rank true / learned |",
+            "|---|---|---|---|---|"]
+    for p in both:
+        t, s = true[p]["return"], learned[p]["return"]
+        err = f"{rel[p]:.1%}" if rel.get(p) is not None else "–"
+        rows.append(f"| {p} | {t['mean']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}] | {s['mean']:.3f} "
+                    f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}] | {err} | {rank_true[p]} / {rank_sim[p]} |")
+    rows.append(f"\nKendall tau of the two rankings: {results['sim_to_real']['kendall_tau']:.3f} over {len(both)} policies.")
+    return "\n".join(rows)
+
+
 def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]]:
     cfg, worlds = results["config"], results["worlds"]
     agents = ", ".join(f"`{n}` ({cfg['agents'][n]['total_timesteps']} steps in the {cfg['agents'][n]['train_world']} world)"
@@ -324,6 +343,7 @@ def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]
         sections.append((f"Policies in the {world} world (mean [95% CI], same users for every policy)",
                          policy_table(worlds[world]["policies"], METRICS)
                          + f"\n\n![policy metrics](policy_metrics_{world}.png)\n\n{TABLES_LINK}"))
+    sections.append(("Sim to real: every policy in both worlds (return per user)", _sim_to_real_md(results)))
     sections.append(("Paired differences in profit per user (TrueWorld)", _diff_rows(worlds["true"]["paired_differences"])
                      + "\n\n`nurture` and `oracle_greedy` both read the hidden state; `nurture` plans (rests, "
                        "rotates, nurtures) while `oracle_greedy` maximises the immediate expected reward. A positive "
