@@ -17,7 +17,7 @@ from gymnasium.vector import AutoresetMode
 from agents.base import OnlinePolicy, Policy
 from envs.vector_env import CampaignVectorEnv, episode_batches
 from envs.world import World
-from experiments.stats import Interval, bootstrap_indices, bootstrap_mean, bootstrap_ratio
+from experiments.stats import Interval, bootstrap_counts, bootstrap_mean, bootstrap_ratio
 
 METRICS = ("click_rate", "conversion_rate", "return", "profit", "episode_length", "offers_sent", "roi", "coverage")
 
@@ -59,9 +59,7 @@ def _bootstrap_coverage(sends: np.ndarray, n_boot: int, level: float, seed: int)
     """Share of catalog offers (actions >= 1) sent to at least one user, with a bootstrap CI."""
     offers = sends[:, 1:] > 0
     point = float(offers.any(axis=0).mean())
-    idx = bootstrap_indices(len(offers), n_boot, seed)
-    n = len(offers)  # weights[b, u] = how often user u is drawn in bootstrap sample b
-    weights = np.bincount((np.arange(n_boot)[:, None] * n + idx).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    weights = bootstrap_counts(len(offers), n_boot, seed)
     boots = ((weights @ offers) > 0).mean(axis=1)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return Interval(point, float(lo), float(hi))

@@ -38,6 +38,13 @@ def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     return idx
 
 
+def bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) how often each user is drawn in each of the same resamples, so a statistic
+    that is a sum over users is resampled by one matrix product (``counts @ per_user``)."""
+    idx = bootstrap_indices(n, n_boot, seed)
+    return np.bincount((np.arange(n_boot)[:, None] * n + idx).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+
+
 def bootstrap_mean(values: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
     """Mean of per-user values with a percentile-bootstrap CI."""
     values = np.asarray(values, dtype=np.float64)

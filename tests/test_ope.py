@@ -25,7 +25,7 @@ from experiments.ope import (
     OPEData,
     SwitchDR,
 )
-from experiments.ope.estimators import bootstrap_counts
+from experiments.stats import bootstrap_counts
 
 T, A = 3, 3
 REWARD = np.array([[0.0, 1.0, 0.2], [0.0, 0.1, 2.0]])  # r(s, a): expected reward

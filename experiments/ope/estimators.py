@@ -44,15 +44,9 @@ from typing import ClassVar
 import numpy as np
 
 from experiments.ope.data import OPEData
-from experiments.stats import Interval, bootstrap_indices
+from experiments.stats import Interval, bootstrap_counts
 
 PER_DECISION, SEQUENTIAL = "per_decision", "sequential"
-
-
-def bootstrap_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(B, n) how often each user is drawn in each bootstrap sample (shared resamples)."""
-    idx = bootstrap_indices(n, n_boot, seed)
-    return np.bincount((np.arange(n_boot)[:, None] * n + idx).ravel(), minlength=n_boot * n).reshape(n_boot, n)
 
 
 @dataclass

@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from experiments.report import save_figure  # noqa: E402
 
@@ -88,9 +87,3 @@ def ope_markdown(section: dict[str, Any], summary: dict[str, Any], config: dict[
     lines += ["", "![OPE estimates vs truth](ope.png)"]
     return "\n".join(lines)
 
-
-def relative_errors(section: dict[str, Any]) -> dict[str, float]:
-    """Median relative error per estimator across all policies (a one-line summary)."""
-    estimators = list(next(iter(section.values()))["estimators"])
-    return {e: float(np.median([s["estimators"][e]["rel_error"] for s in section.values() if e in s["estimators"]]))
-            for e in estimators}
