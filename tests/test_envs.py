@@ -425,3 +425,19 @@ def test_single_env_info_has_python_scalars():
     assert obs.dtype == np.float32 and isinstance(reward, float)
     assert isinstance(terminated, bool) and isinstance(truncated, bool)
     assert set(_INFO_KEYS) <= set(info) and all(np.isscalar(v) for v in info.values())
+
+
+def test_fast_allowed_check_agrees_with_action_masks() -> None:
+    """``step`` checks actions with ``_allowed`` (no full mask); it must be the mask's rule:
+    every action, for users at every stage of caps and budget."""
+    env = CampaignVectorEnv(TrueWorld(TrueWorldConfig(), n_users=64), CampaignConfig(budget=6.0, frequency_cap=1),
+                            AutoresetMode.DISABLED)
+    env.reset(seed=3)
+    g = np.random.default_rng(0)
+    rows = np.arange(env.num_envs)
+    while not env.done.all():
+        masks = env.action_masks()
+        for a in range(env.catalog.n_actions):
+            actions = np.full(env.num_envs, a, dtype=np.int64)
+            np.testing.assert_array_equal(env._allowed(actions), masks[rows, actions])
+        env.step(random_allowed(masks, g))

@@ -90,15 +90,15 @@ def _policy_entry(truth: Interval, draws: list[dict[str, Interval]], one_step: l
         est = np.array([d[name].mean for d in draws])
         covered = np.array([d[name].ci_low <= truth.mean <= d[name].ci_high for d in draws])
         scale = abs(truth.mean) if truth.mean else 1.0
+        first = draws[0][name]
         estimators[name] = {
-            **draws[0][name].as_dict(), "estimate": draws[0][name].mean, "target": kind_of[name],
+            "estimate": first.mean, "ci_low": first.ci_low, "ci_high": first.ci_high, "target": kind_of[name],
             "rel_error": float(np.mean(np.abs(est - truth.mean)) / scale),
             "bias": float(np.mean(est - truth.mean)),
             "rmse": float(np.sqrt(np.mean((est - truth.mean) ** 2))),
             "coverage": float(covered.mean()),
             "draws": len(draws),
         }
-        del estimators[name]["mean"]
     return {"kind": kind, "true_value": truth.mean, "true_value_ci": [truth.ci_low, truth.ci_high],
             "one_step_value": float(np.mean(one_step)), "estimators": estimators}
 
