@@ -23,7 +23,8 @@ import numpy as np
 
 from agents.base import masked_argmax, masked_softmax
 from envs.vector_env import CampaignVectorEnv
-from recsys.recommenders.base import LoggedData, Recommender, State
+from recsys.data.replay import LoggedData
+from recsys.recommenders.base import Recommender, State
 
 MODES = ("greedy", "softmax")
 

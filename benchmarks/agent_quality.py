@@ -9,7 +9,7 @@ envs and fewer n_steps for PPO, or DQN tuning) learns at least as well, and how 
 Training follows ``experiments.run.train``: the agent config is ``conf/agent/<agent>.yaml`` with
 ``--set`` overrides (OmegaConf dotlist), the campaign ``conf/campaign/default.yaml`` with
 ``invalid_action=penalize`` (except ``maskable_ppo``, which masks), the world
-``conf/world/default.yaml``; ``agents.sb3_agents.build_agent`` / ``train_agent`` with the
+``conf/world/default.yaml``; ``agents.sb3.build_agent`` / ``train_agent`` with the
 training seed, one torch thread. ``--world true`` trains in TrueWorld (no simulator needed);
 ``--world learned`` needs ``--simulator-dir`` (``<run>/simulator`` of a ``make run``).
 Evaluation follows ``experiments.run`` too: ``experiments.rollout.rollout`` in TrueWorld on
@@ -59,12 +59,14 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from agents.sb3_agents import SB3Policy, build_agent, train_agent
+    from agents.sb3 import SB3Policy, build_agent, train_agent
+    from envs.campaign import CampaignConfig
     from envs.learned_world import LearnedWorld
     from envs.true_world import TrueWorld, TrueWorldConfig
-    from envs.vector_env import CampaignConfig, CampaignVectorEnv
+    from envs.vector_env import CampaignVectorEnv
+    from experiments.collect import make_env_factory, rollout
     from experiments.config import user_blocks
-    from experiments.rollout import make_env_factory, rollout
+    from recsys.simulator.io import load_simulator
 
     torch.set_num_threads(args.threads)
     agent = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(_CONF / "agent" / f"{args.agent}.yaml"),
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.world == "learned":
         if not args.simulator_dir:
             p.error("--world learned needs --simulator-dir")
-        base = LearnedWorld.from_dir(args.simulator_dir)
+        base = load_simulator(args.simulator_dir)
         train_factory = lambda n: LearnedWorld(base.model, base.sampler, base.catalog, n)  # noqa: E731
     else:
         train_factory = lambda n: TrueWorld(world_config, n_users=n)  # noqa: E731

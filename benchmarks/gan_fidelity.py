@@ -19,7 +19,7 @@ from pathlib import Path
 METHOD = (
     "TrueWorld logs (default TrueWorldConfig with --world-seed, default CampaignConfig, "
     "LoggingPolicy) for --users users; one profile per user (profiles_from_logs); users split "
-    "by recsys.logs.split_users(seed=--split-seed): 'train' (80 %) fits the GAN and the "
+    "by recsys.data.splits.split_users(seed=--split-seed): 'train' (80 %) fits the GAN and the "
     "independent-marginals baseline, 'validation' + 'test' (20 %) is the held-out real set. "
     "Each sampler draws as many synthetic profiles as there are held-out users (user keys from "
     "--sample-seed). c2st_auc = mean 5-fold cross-validated ROC AUC of a "
@@ -67,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     from gymnasium.vector import AutoresetMode
 
     from agents.reference import LoggingPolicy
+    from envs.campaign import CampaignConfig
     from envs.true_world import TrueWorld, TrueWorldConfig
-    from envs.vector_env import CampaignConfig, CampaignVectorEnv
-    from recsys.logs import generate_logs, split_users
-    from recsys.profile_fidelity import c2st_auc, plot_marginals, profile_fidelity
-    from recsys.user_gan import IndependentMarginalsSampler, UserGANConfig, fit_user_gan, profiles_from_logs
+    from envs.vector_env import CampaignVectorEnv
+    from experiments.collect import generate_logs
+    from recsys.data.profiles import profiles_from_logs
+    from recsys.data.splits import split_users
+    from recsys.simulator.profile_fidelity import c2st_auc, plot_marginals, profile_fidelity
+    from recsys.simulator.user_gan import IndependentMarginalsSampler, UserGANConfig, fit_user_gan
 
     overrides = {"seed": args.seed}
     for key in ("steps", "max_seconds", "numeric_transform"):

@@ -65,12 +65,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     from agents.recommender_policy import RecommenderPolicy
     from agents.reference import LoggingPolicy, OracleGreedyPolicy
+    from envs.campaign import CampaignConfig
     from envs.true_world import TrueWorld, TrueWorldConfig
-    from envs.vector_env import CampaignConfig
-    from experiments.rollout import EpisodeStats, make_env_factory, rollout
-    from recsys.logs import generate_logs, split_users
-    from recsys.recommenders import LoggedData, evaluate_recommenders, fit_recommenders
-    from recsys.sequences import sequences_from_logs
+    from experiments.collect import EpisodeStats, generate_logs, make_env_factory, rollout
+    from recsys.data.replay import LoggedData
+    from recsys.data.sequences import sequences_from_logs
+    from recsys.data.splits import split_users
+    from recsys.recommenders import evaluate_recommenders, fit_recommenders
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()

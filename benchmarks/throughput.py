@@ -189,11 +189,13 @@ def _learned_world_factory(simulator_dir: str | None, world_config):
     from envs import rng
     from envs.learned_world import LearnedWorld
     from envs.true_world import TrueWorld
-    from recsys.response_model import DataSpec, ResponseModel, ResponseModelConfig
-    from recsys.user_gan import IndependentMarginalsSampler, ProfileData
+    from recsys.data.profiles import ProfileData
+    from recsys.simulator.io import load_simulator
+    from recsys.simulator.response_model import DataSpec, ResponseModel, ResponseModelConfig
+    from recsys.simulator.user_gan import IndependentMarginalsSampler
 
     if simulator_dir:
-        base = LearnedWorld.from_dir(simulator_dir)
+        base = load_simulator(simulator_dir)
         return lambda n: LearnedWorld(base.model, base.sampler, base.catalog, n)
     truth = TrueWorld(world_config, n_users=2000)
     profiles = truth.reset_users(np.arange(2000), rng.seed_key(np.arange(2000)))

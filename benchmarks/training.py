@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     from omegaconf import OmegaConf
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
-    from agents.sb3_agents import algorithm_class
+    from agents.sb3 import algorithm_class
     from benchmarks.throughput import _learned_world_factory
+    from envs.campaign import CampaignConfig
     from envs.sb3 import SB3VecEnv
     from envs.true_world import TrueWorld, TrueWorldConfig
-    from envs.vector_env import CampaignConfig, CampaignVectorEnv
+    from envs.vector_env import CampaignVectorEnv
 
     torch.set_num_threads(args.threads)
     agent = OmegaConf.to_container(OmegaConf.load(_CONF))
@@ -121,10 +122,9 @@ def _truth_base_rates(world_config) -> list[float]:
     import numpy as np
 
     from agents.reference import LoggingPolicy
+    from envs.campaign import CampaignConfig
     from envs.true_world import TrueWorld
-    from envs.vector_env import CampaignConfig
-    from experiments.rollout import make_env_factory
-    from recsys.logs import generate_logs
+    from experiments.collect import generate_logs, make_env_factory
 
     make_env = make_env_factory(lambda n: TrueWorld(world_config, n), CampaignConfig())
     logs = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=4000, seed=0)

@@ -5,14 +5,15 @@ Importing this package registers the ``campaign`` namespace:
 * ``campaign/TrueWorld-v0``: one user of the ground-truth world (``gymnasium.make``), or N
   users natively batched (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``).
 * ``campaign/LearnedWorld-v0``: the same for a fitted simulator; pass
-  ``simulator_dir=<run dir>/simulator`` (written by ``experiments.fit_simulator``).
+  ``simulator_dir=<run dir>/simulator`` (written by ``experiments.fit_simulator``; loaded by ``recsys.simulator.io``).
 """
 
 from gymnasium.envs.registration import register, registry
 
+from envs.campaign import CampaignConfig
 from envs.campaign_env import CampaignEnv
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
+from envs.vector_env import CampaignVectorEnv
 from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs, World
 
 __all__ = [
@@ -43,6 +44,7 @@ if "campaign/TrueWorld-v0" not in registry:
 if "campaign/LearnedWorld-v0" not in registry:
     register(
         id="campaign/LearnedWorld-v0",
-        entry_point="envs.learned_world:make_learned_env",
-        vector_entry_point="envs.learned_world:make_learned_vector_env",
+        # loading a fitted simulator is recsys's job; the string keeps envs free of recsys imports
+        entry_point="recsys.simulator.io:make_learned_env",
+        vector_entry_point="recsys.simulator.io:make_learned_vector_env",
     )

@@ -8,8 +8,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
+from envs.vector_env import CampaignVectorEnv
 from envs.world import World
 
 

@@ -5,33 +5,18 @@ TrueWorld), responses come from the response model, and the model's history stat
 vector or attention buffer) is the simulator's hidden user state, never observed by agents.
 All N users advance with one batched torch forward per step.
 
-A simulator directory holds ``response_model/``, ``user_gan/`` and ``catalog.json`` (the
-business's offers: category, value, discount, contact cost), as written by
-``experiments.fit_simulator``.
+The world takes its parts through the protocols of ``envs.world`` (``StepResponseModel``,
+``UserSampler``); loading a fitted simulator directory is ``recsys.simulator.io``'s job.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs
-
-CATALOG_FILE = "catalog.json"
-
-
-def catalog_to_json(catalog: Catalog) -> dict[str, Any]:
-    return {"category": catalog.category.tolist(), "value": catalog.value.tolist(),
-            "discount": catalog.discount.tolist(), "contact_cost": catalog.contact_cost}
-
-
-def catalog_from_json(d: dict[str, Any]) -> Catalog:
-    return Catalog(category=np.asarray(d["category"], dtype=np.int64), value=np.asarray(d["value"], dtype=float),
-                   discount=np.asarray(d["discount"], dtype=float), contact_cost=float(d["contact_cost"]))
+from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs, StepResponseModel, UserSampler
 
 
 def _where(keep_new: torch.Tensor, new: Any, old: Any) -> Any:
@@ -74,7 +59,8 @@ def _merge(have: np.ndarray, old: Any, new: Any) -> Any:
 class LearnedWorld:
     """Batched learned simulator; implements the ``World`` protocol."""
 
-    def __init__(self, response_model: Any, user_sampler: Any, catalog: Catalog, n_users: int = 1) -> None:
+    def __init__(self, response_model: StepResponseModel, user_sampler: UserSampler, catalog: Catalog,
+                 n_users: int = 1) -> None:
         spec = response_model.spec
         if spec.n_actions != catalog.n_actions:
             raise ValueError(
@@ -99,20 +85,6 @@ class LearnedWorld:
         # users drawn ahead by prefetch_users: sorted keys and their (cat, num, u, state) rows
         self._cache_keys = np.zeros(0, dtype=np.uint64)
         self._cache: tuple[np.ndarray, np.ndarray, torch.Tensor, Any] | None = None
-
-    @classmethod
-    def from_dir(cls, directory: str | Path, n_users: int = 1) -> LearnedWorld:
-        from recsys.response_model import load_response_model
-        from recsys.user_gan import UserGAN
-
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"simulator_dir: {directory} does not exist; run python -m experiments.fit_simulator")
-        if not (directory / CATALOG_FILE).is_file():
-            raise FileNotFoundError(f"{directory / CATALOG_FILE}: missing; the simulator directory is incomplete")
-        catalog = catalog_from_json(json.loads((directory / CATALOG_FILE).read_text()))
-        return cls(load_response_model(directory / "response_model"), UserGAN.load(directory / "user_gan"),
-                   catalog, n_users)
 
     def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, Any]:
         """Profiles and initial model state (u, history) of the users of ``keys``."""
@@ -183,21 +155,3 @@ class LearnedWorld:
         with torch.inference_mode():
             new = self.model.advance(self._state, a, c, v)
             self._state = new if np.all(active) else _where(torch.as_tensor(np.asarray(active)), new, self._state)
-
-
-def make_learned_env(simulator_dir: str | Path, campaign: Any = None, **_: object) -> Any:
-    """Entry point of ``campaign/LearnedWorld-v0``: one user of a fitted simulator."""
-    from envs.campaign_env import CampaignEnv
-
-    return CampaignEnv(world=LearnedWorld.from_dir(simulator_dir, n_users=1), campaign=campaign)
-
-
-def make_learned_vector_env(
-    num_envs: int = 1, simulator_dir: str | Path = "", campaign: Any = None, autoreset_mode: str = "NextStep",
-    **_: object,
-) -> Any:
-    """Vector entry point of ``campaign/LearnedWorld-v0``: N users in one batched env."""
-    from envs.vector_env import CampaignConfig, CampaignVectorEnv
-
-    cc = campaign if isinstance(campaign, CampaignConfig) else CampaignConfig(**(campaign or {}))
-    return CampaignVectorEnv(LearnedWorld.from_dir(simulator_dir, n_users=num_envs), cc, autoreset_mode)

@@ -33,7 +33,6 @@ coin flips a single env reset with seed ``s + i`` gets, whatever the other slots
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,108 +41,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs import rng
-from envs.world import Catalog, World
+from envs.campaign import CampaignConfig, outcome_money
+from envs.observation import ObservationLayout
+from envs.world import World
 
-REWARDS = ("click", "conversion", "profit", "weighted")
 _NUMERIC_CLIP = 5.0
 _STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN = 1, 2, 3
 _STREAMS = np.array([_STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN])
 _PREFETCH_USERS = 2048  # users an autoresetting env draws ahead in one batch (see _prefetch)
-
-
-@dataclass
-class CampaignConfig:
-    """Campaign rules: horizon, budget, caps, reward. Same for every world."""
-
-    horizon: int = 20
-    budget: float = 40.0  # per user, covers contact costs and discounts
-    frequency_cap: int = 3  # sends of the same offer per user and campaign
-    reward: str = "profit"  # click | conversion | profit | weighted
-    reward_weights: dict[str, float] = field(
-        default_factory=lambda: {"click": 0.0, "conversion": 0.0, "profit": 1.0}
-    )
-    invalid_action: str = "error"  # error | penalize
-    invalid_action_penalty: float = 1.0
-    history_decay: float = 0.8  # decay of the exposure/click summaries in observations
-
-    def __post_init__(self) -> None:
-        if self.horizon < 1:
-            raise ValueError(f"campaign.horizon: must be >= 1, got {self.horizon}")
-        if self.budget <= 0:
-            raise ValueError(f"campaign.budget: must be > 0, got {self.budget}")
-        if self.frequency_cap < 1:
-            raise ValueError(f"campaign.frequency_cap: must be >= 1, got {self.frequency_cap}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"campaign.reward: got {self.reward!r}, expected one of {REWARDS}")
-        unknown = set(self.reward_weights) - {"click", "conversion", "profit"}
-        if unknown:
-            raise ValueError(
-                f"campaign.reward_weights: unknown key(s) {sorted(unknown)}, "
-                "expected click, conversion, profit"
-            )
-        if self.invalid_action not in ("error", "penalize"):
-            raise ValueError(
-                f"campaign.invalid_action: got {self.invalid_action!r}, expected 'error' or 'penalize'"
-            )
-        if not 0.0 <= self.history_decay < 1.0:
-            raise ValueError(f"campaign.history_decay: must be in [0, 1), got {self.history_decay}")
-
-    def weights(self) -> tuple[float, float, float]:
-        """(click, conversion, profit) weights of the reward."""
-        if self.reward == "weighted":
-            w = self.reward_weights
-            return (w.get("click", 0.0), w.get("conversion", 0.0), w.get("profit", 0.0))
-        return {"click": (1.0, 0.0, 0.0), "conversion": (0.0, 1.0, 0.0), "profit": (0.0, 0.0, 1.0)}[
-            self.reward
-        ]
-
-    def reward_of(self, catalog: Catalog, actions: np.ndarray, click: np.ndarray, convert: np.ndarray) -> np.ndarray:
-        """The reward of outcomes; with probabilities (``click`` = p(click), ``convert`` =
-        p(click and convert)) the *expected* reward, as the reward is linear in the outcomes.
-        ``actions`` broadcasts against the outcomes (e.g. ``arange(n_actions)`` for all)."""
-        revenue, cost = outcome_money(catalog, actions, click, convert)
-        w_click, w_conv, w_profit = self.weights()
-        return w_click * click + w_conv * convert + w_profit * (revenue - cost)
-
-
-def outcome_money(catalog: Catalog, actions: np.ndarray, click: np.ndarray, convert: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(revenue, cost) of sending ``actions`` (0 = nothing) with these conversions: the
-    offer's value on conversion; contact cost per send plus the discount on conversion."""
-    actions = np.asarray(actions)
-    offers = np.maximum(actions - 1, 0)
-    sent = actions > 0
-    revenue = np.where(sent, catalog.value[offers] * convert, 0.0)
-    cost = np.where(sent, catalog.contact_cost + catalog.discount[offers] * convert, 0.0)
-    return revenue, cost
-
-
-class _Layout:
-    """Column slices of the observation, named once."""
-
-    def __init__(self, world: World) -> None:
-        schema, cat = world.profile_schema, world.catalog
-        self.names: list[str] = []
-        self.profile_cat: list[slice] = []
-        for name, card in schema.categorical.items():
-            self.profile_cat.append(self._add([f"{name}={v}" for v in range(card)]))
-        self.profile_num = self._add(list(schema.numeric))
-        self.profile = slice(0, self.profile_num.stop)  # every profile column (one-hots, numerics)
-        a, c = cat.n_offers, cat.n_categories
-        self.offer_exposure = self._add([f"exposure_offer_{i}" for i in range(a)])
-        self.category_exposure = self._add([f"exposure_category_{i}" for i in range(c)])
-        self.category_clicks = self._add([f"clicks_category_{i}" for i in range(c)])
-        self.decayed = slice(self.offer_exposure.start, self.category_clicks.stop)  # the three above
-        self.clicked_last = self._add(["clicked_last"]).start
-        self.conversions = self._add(["conversions"]).start
-        self.since_offer = self._add(["time_since_offer"]).start
-        self.sends = self._add([f"sends_offer_{i}" for i in range(a)])
-        self.time_left = self._add(["time_left"]).start
-        self.budget_left = self._add(["budget_left"]).start
-
-    def _add(self, names: list[str]) -> slice:
-        start = len(self.names)
-        self.names.extend(names)
-        return slice(start, len(self.names))
 
 
 class CampaignVectorEnv(VectorEnv):
@@ -163,7 +68,7 @@ class CampaignVectorEnv(VectorEnv):
         self.num_envs = world.n_users
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        self.layout = _Layout(world)
+        self.layout = ObservationLayout(world)
         self.observation_names = tuple(self.layout.names)
         self.single_observation_space = self._observation_space()
         self.single_action_space = spaces.Discrete(self.catalog.n_actions)

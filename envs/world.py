@@ -11,7 +11,7 @@ action ``a >= 1`` is catalog offer ``a - 1``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -49,6 +49,16 @@ class Catalog:
     @property
     def n_categories(self) -> int:
         return int(self.category.max()) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (the ``catalog.json`` of a simulator directory)."""
+        return {"category": self.category.tolist(), "value": self.value.tolist(),
+                "discount": self.discount.tolist(), "contact_cost": self.contact_cost}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Catalog:
+        return cls(category=np.asarray(d["category"], dtype=np.int64), value=np.asarray(d["value"], dtype=float),
+                   discount=np.asarray(d["discount"], dtype=float), contact_cost=float(d["contact_cost"]))
 
     def worst_case_cost(self) -> np.ndarray:
         """(n_actions,) the most an action can cost: contact plus a discount if it converts."""
@@ -105,4 +115,38 @@ class World(Protocol):
         self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray
     ) -> None:
         """Update the hidden state of ``active`` users after they saw ``actions``."""
+        ...
+
+
+# ------------------------------------------------------------------ what a learned world is made of
+@runtime_checkable
+class UserSampler(Protocol):
+    """Draws observable profiles, each a pure function of its user's uint64 key (the user GAN)."""
+
+    categorical_names: tuple[str, ...]
+    numeric_names: tuple[str, ...]
+
+    def sample_keys(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(categorical codes (n, n_cat), numeric values (n, n_num)) of the users of ``keys``."""
+        ...
+
+
+@runtime_checkable
+class StepResponseModel(Protocol):
+    """A response model run step by step over a batch of users (torch tensors): what
+    ``LearnedWorld`` needs. ``spec`` names the profile features (``cat_names``,
+    ``cardinalities``, ``num_names``, ``num_loc``, ``num_scale``) and ``n_actions``."""
+
+    spec: Any
+
+    def initial_state(self, cat: Any, num: Any) -> tuple[Any, Any]:
+        """(profile vector u, history state) of new users."""
+        ...
+
+    def step_logits(self, u: Any, state: Any, actions: Any) -> Any:
+        """(N, 3) logits of click, conversion given click, churn for ``actions``."""
+        ...
+
+    def advance(self, state: Any, actions: Any, click: Any, convert: Any) -> Any:
+        """The history state after the users saw ``actions`` with these outcomes."""
         ...

@@ -61,7 +61,6 @@ from scipy.stats import t as student_t
 from tqdm import tqdm
 
 from experiments.report import plot_policy_metrics, save_figure, write_report
-from experiments.stats import t_interval
 from experiments.tables import (
     METRIC_LABELS,
     TABLE_METRICS,
@@ -75,6 +74,7 @@ from experiments.tables import (
     write_latex,
 )
 from recsys.artifacts import atomic_write_json, atomic_write_text
+from recsys.stats import t_interval
 
 FAILED_MARKER = "FAILED.txt"
 SEED_KEYS = ("experiment.seed",)

@@ -13,12 +13,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig
-from envs.vector_env import CampaignConfig
 from experiments.ope.evaluate import EstimatorConfig
 from recsys.recommenders import RECOMMENDERS, make_recommender
-from recsys.response_model import ResponseModelConfig
-from recsys.user_gan import UserGANConfig
+from recsys.simulator.response_model import ResponseModelConfig
+from recsys.simulator.user_gan import UserGANConfig
 
 MAX_USERS = 5_000_000  # per seed and purpose: user ids come from disjoint blocks (experiments.run)
 ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")

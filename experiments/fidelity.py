@@ -18,9 +18,9 @@ from sklearn.metrics import roc_auc_score
 
 from agents.base import Policy
 from envs.vector_env import CampaignVectorEnv
-from experiments.rollout import rollout
-from experiments.stats import Interval
-from recsys.sequences import SequenceData
+from experiments.collect import rollout
+from recsys.data.sequences import SequenceData
+from recsys.stats import Interval
 
 
 def ece_vs_truth(predicted: np.ndarray, truth: np.ndarray, n_bins: int = 20) -> float:

@@ -27,24 +27,26 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from agents.reference import GreedyHeuristicPolicy, LoggingPolicy, NoOfferPolicy, RandomPolicy
-from envs.learned_world import CATALOG_FILE, LearnedWorld, catalog_to_json
+from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld, replay_oracle
 from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
 from experiments import setup_torch
+from experiments.collect import generate_logs, make_env_factory
 from experiments.fidelity import policy_fidelity, response_model_fidelity
 from experiments.fidelity_report import fidelity_markdown, plot_calibration, plot_policy_values
-from experiments.rollout import make_env_factory
 from recsys.artifacts import atomic_write_json, atomic_write_text
-from recsys.logs import generate_logs, log_metadata, split_users, validate_logs
-from recsys.profile_fidelity import plot_marginals, profile_fidelity
-from recsys.response_model import fit_response_model, predict, save_response_model
-from recsys.sequences import SequenceData, sequences_from_logs
-from recsys.user_gan import IndependentMarginalsSampler, fit_user_gan, profiles_from_logs
+from recsys.data.profiles import MIN_USERS, profiles_from_logs
+from recsys.data.schema import log_metadata, validate_logs
+from recsys.data.sequences import SequenceData, sequences_from_logs
+from recsys.data.splits import split_users
+from recsys.simulator.io import load_simulator, save_simulator
+from recsys.simulator.profile_fidelity import plot_marginals, profile_fidelity
+from recsys.simulator.response_model import fit_response_model, predict
+from recsys.simulator.user_gan import IndependentMarginalsSampler, fit_user_gan
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
-MIN_USERS = 100
 # Fixed policies whose values are compared in both worlds (names as in results.json).
 FIDELITY_POLICIES = ("logging", "random", "greedy", "no_offer", "softmax")
 
@@ -123,13 +125,10 @@ def fit_simulator(config: config_module.Config, out: Path, logs: pa.Table) -> tu
     profile = profile_fidelity(heldout, synthetic, marginals.sample(heldout.n_users, seed=seed))
 
     # (4) artifacts
-    sim_dir = out / "simulator"
-    save_response_model(models[main], sim_dir / "response_model", response)
-    gan.save(sim_dir / "user_gan")
-    atomic_write_json(sim_dir / CATALOG_FILE, catalog_to_json(true_world.catalog))
+    sim_dir = save_simulator(out / "simulator", models[main], gan, true_world.catalog, response)
 
     # (5) the whole simulator vs the truth, paired users
-    learned = LearnedWorld.from_dir(sim_dir, n_users=1)  # round trip through the files
+    learned = load_simulator(sim_dir, n_users=1)  # round trip through the files
     _, eval_from = config_module.user_blocks(seed)
     policies = fixed_policies(config)
     worlds = policy_fidelity(

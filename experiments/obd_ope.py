@@ -72,10 +72,11 @@ from experiments import setup_torch
 from experiments.artifacts import provenance
 from experiments.ope.data import OPEData
 from experiments.report import save_figure, write_report
-from experiments.stats import bootstrap_mean
 from recsys.artifacts import atomic_write_json
-from recsys.logs import CAT_PREFIX, log_metadata, validate_logs, with_metadata, write_logs
-from recsys.obd import CAMPAIGNS, N_USER_FEATURES, load_obd, obd_item_context
+from recsys.data.io import write_logs
+from recsys.data.obd import CAMPAIGNS, N_USER_FEATURES, load_obd, obd_item_context
+from recsys.data.schema import CAT_PREFIX, log_metadata, validate_logs, with_metadata
+from recsys.stats import bootstrap_mean
 
 log = logging.getLogger("campaign_gym")
 N_POSITIONS = 3  # OBD shows three items per impression (positions 1..3 in the files)

@@ -26,14 +26,16 @@ from agents.bandits import EpsilonGreedyBandit, LinearThompsonBandit, LinUCBBand
 from agents.base import Frozen
 from agents.recommender_policy import RecommenderPolicy
 from agents.reference import NurturePolicy, OracleGreedyPolicy
-from agents.sb3_agents import PeriodicEvalCallback, SB3Policy, build_agent, resume_agent, train_agent
+from agents.sb3 import PeriodicEvalCallback, SB3Policy, build_agent, resume_agent, train_agent
+from envs.campaign import CampaignConfig
 from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
+from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
-from experiments import setup_torch
+from experiments import obd_ope, setup_torch
 from experiments.aggregate import write_failure_marker
 from experiments.artifacts import provenance
+from experiments.collect import METRICS, make_env_factory, rollout
 from experiments.fidelity_report import target_checks
 from experiments.fit_simulator import fit_simulator, fixed_policies, make_logs, split_logs
 from experiments.ope.evaluate import ResponseModelRewards, logged_rewards, policy_probs
@@ -47,13 +49,15 @@ from experiments.report import (
     read_scalars,
     write_report,
 )
-from experiments.rollout import METRICS, make_env_factory, rollout
 from experiments.segments import breakdown_markdown, fit_segments, segment_breakdown
-from experiments.stats import bootstrap_mean
 from experiments.tables import TABLES_LINK, write_policy_tables
 from recsys.artifacts import atomic_write_json
-from recsys.logs import validate_logs, write_logs
-from recsys.recommenders import LoggedData, evaluate_recommenders, fit_recommenders
+from recsys.data.io import write_logs
+from recsys.data.replay import LoggedData
+from recsys.data.schema import validate_logs
+from recsys.recommenders import evaluate_recommenders, fit_recommenders
+from recsys.simulator.io import load_simulator
+from recsys.stats import bootstrap_mean
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
@@ -65,8 +69,6 @@ LEARNING_CURVE_TAGS = ("campaign/profit_per_episode", "eval_learned/profit_per_u
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if cfg.experiment.kind == "obd":  # the Open Bandit Dataset OPE experiment, on its own (experiment=obd)
-        from experiments import obd_ope
-
         return obd_ope.run(cfg, out)
     config = config_module.load(cfg)
     exp, seed = config.experiment, config.experiment.seed
@@ -81,7 +83,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     # 2. The learned simulator, fitted on the logs only and judged against the truth.
     sim_dir, fidelity = fit_simulator(config, out, logs)
-    learned = LearnedWorld.from_dir(sim_dir, n_users=1)
+    learned = load_simulator(sim_dir, n_users=1)
     world_factories = {
         "true": lambda n: TrueWorld(config.world, n_users=n),
         "learned": lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n),

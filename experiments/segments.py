@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans
 
-from experiments.rollout import EpisodeStats
-from experiments.stats import bootstrap_mean
+from experiments.collect import EpisodeStats
+from recsys.stats import bootstrap_mean
 
 
 def fit_segments(profiles: np.ndarray, k: int, seed: int) -> KMeans:

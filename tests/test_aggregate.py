@@ -16,8 +16,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from experiments import aggregate as agg
-from experiments.stats import t_interval
 from experiments.tables import latex_escape, latex_table, markdown_table, policy_columns, write_policy_tables
+from recsys.stats import t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")

@@ -14,10 +14,10 @@ import pytest
 from agents.bandits import EpsilonGreedyBandit, LinearThompsonBandit, LinUCBBandit
 from agents.base import OnlinePolicy
 from agents.reference import RandomPolicy
+from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig
-from experiments.rollout import make_env_factory, rollout
-from experiments.stats import bootstrap_mean
+from experiments.collect import make_env_factory, rollout
+from recsys.stats import bootstrap_mean
 
 K, D, SIGMA = 5, 5, 1.0
 T = 3000  # rounds, one context each

@@ -16,21 +16,24 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401  (registers the ids)
 from agents.reference import LoggingPolicy
-from envs.learned_world import CATALOG_FILE, LearnedWorld, catalog_to_json
+from envs.campaign import CampaignConfig
+from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
+from envs.vector_env import CampaignVectorEnv
+from experiments.collect import generate_logs, make_env_factory
 from experiments.fidelity import ece_vs_truth, paired_auc_difference
-from experiments.rollout import make_env_factory
-from recsys.logs import generate_logs, split_users
-from recsys.response_model import (
+from recsys.data.profiles import profiles_from_logs
+from recsys.data.sequences import sequences_from_logs
+from recsys.data.splits import split_users
+from recsys.simulator.io import CATALOG_FILE, load_simulator
+from recsys.simulator.response_model import (
     ResponseModelConfig,
     fit_response_model,
     load_response_model,
     predict,
     save_response_model,
 )
-from recsys.sequences import sequences_from_logs
-from recsys.user_gan import UserGANConfig, fit_user_gan, profiles_from_logs
+from recsys.simulator.user_gan import UserGANConfig, fit_user_gan
 
 TINY_MODEL = ResponseModelConfig(epochs=3, patience=2, hidden_dim=16, embed_dim=8)
 
@@ -52,7 +55,7 @@ def simulator_dir(data, tmp_path_factory):
     save_response_model(fit_response_model(train, validation, TINY_MODEL, progress=False), out / "response_model")
     gan = fit_user_gan(profiles_from_logs(logs), UserGANConfig(steps=20, batch_size=100), progress=False)
     gan.save(out / "user_gan")
-    (out / CATALOG_FILE).write_text(json.dumps(catalog_to_json(TrueWorld(TrueWorldConfig()).catalog)))
+    (out / CATALOG_FILE).write_text(json.dumps(TrueWorld(TrueWorldConfig()).catalog.to_json()))
     return out
 
 
@@ -88,21 +91,21 @@ def test_missing_or_corrupt_artifacts_fail_with_the_file_name(simulator_dir, tmp
     shutil.copytree(simulator_dir, broken)
     (broken / "response_model" / "model.pt").unlink()
     with pytest.raises(FileNotFoundError, match="model.pt"):
-        LearnedWorld.from_dir(broken)
+        load_simulator(broken)
     with pytest.raises(FileNotFoundError, match="simulator_dir"):
-        LearnedWorld.from_dir(tmp_path / "nowhere")
+        load_simulator(tmp_path / "nowhere")
     (broken / "response_model" / "model.pt").write_bytes(b"not a model")
     with pytest.raises(Exception, match="response_model"):
-        LearnedWorld.from_dir(broken)
+        load_simulator(broken)
 
 
 def test_artifact_from_another_catalog_size_is_rejected(simulator_dir, tmp_path):
     other = tmp_path / "sim"
     shutil.copytree(simulator_dir, other)
     small = TrueWorld(TrueWorldConfig(n_offers=10)).catalog
-    (other / CATALOG_FILE).write_text(json.dumps(catalog_to_json(small)))
+    (other / CATALOG_FILE).write_text(json.dumps(small.to_json()))
     with pytest.raises(ValueError, match="trained for 24 offers but the catalog has 10"):
-        LearnedWorld.from_dir(other)
+        load_simulator(other)
 
 
 def test_learned_world_passes_both_env_checkers(simulator_dir):
@@ -114,7 +117,7 @@ def test_learned_world_passes_both_env_checkers(simulator_dir):
 def test_batched_learned_world_equals_single_envs(simulator_dir):
     """N users in one batched env follow the trajectories of N single envs with seeds s + i."""
     n, seed, steps = 6, 11, 25
-    base = LearnedWorld.from_dir(simulator_dir, n_users=1)
+    base = load_simulator(simulator_dir, n_users=1)
     batched = CampaignVectorEnv(LearnedWorld(base.model, base.sampler, base.catalog, n), CampaignConfig(),
                                 AutoresetMode.DISABLED)
     singles = [CampaignVectorEnv(LearnedWorld(base.model, base.sampler, base.catalog, 1), CampaignConfig(),
@@ -144,7 +147,7 @@ def test_prefetched_users_give_the_same_trajectories(simulator_dir):
     (``LearnedWorld.prefetch_users``); users, outcomes and observations are those of an env
     that draws each user when it arrives."""
     n, seed, steps = 5, 3, 120
-    base = LearnedWorld.from_dir(simulator_dir, n_users=1)
+    base = load_simulator(simulator_dir, n_users=1)
     envs_ = [CampaignVectorEnv(cls(base.model, base.sampler, base.catalog, n), CampaignConfig(invalid_action="penalize"),
                                AutoresetMode.SAME_STEP) for cls in (LearnedWorld, _DrawOnArrival)]
     obs = [e.reset(seed=seed)[0] for e in envs_]
@@ -165,7 +168,7 @@ def test_prefetched_users_give_the_same_trajectories(simulator_dir):
 
 
 def test_learned_probabilities_are_valid_and_history_changes_them(simulator_dir):
-    world = LearnedWorld.from_dir(simulator_dir, n_users=64)
+    world = load_simulator(simulator_dir, n_users=64)
     world.reset_users(np.arange(64), np.arange(64, dtype=np.uint64) + 7)
     actions = np.full(64, 3)
     before = world.response_probs(actions)

@@ -18,18 +18,13 @@ from gymnasium.vector import AutoresetMode
 
 from agents.base import StochasticPolicy
 from agents.reference import LoggingPolicy
+from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
-from recsys.logs import (
-    LogSchemaError,
-    generate_logs,
-    log_metadata,
-    read_logs,
-    split_users,
-    validate_logs,
-    with_metadata,
-    write_logs,
-)
+from envs.vector_env import CampaignVectorEnv
+from experiments.collect import generate_logs
+from recsys.data.io import read_logs, write_logs
+from recsys.data.schema import LogSchemaError, log_metadata, validate_logs, with_metadata
+from recsys.data.splits import split_users
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD, CAMPAIGN = TrueWorldConfig(seed=0), CampaignConfig()
@@ -347,16 +342,16 @@ def test_with_metadata_keeps_other_keys(small):
 
 
 # ------------------------------------------------------------------------------------------- cli
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, module: str = "recsys.logs") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.run(
-        [sys.executable, "-m", "recsys.logs", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=60
     )
 
 
 def test_cli_generate_validate_and_exit_codes(tmp_path, small):
     good = tmp_path / "good.parquet"
-    gen = _cli("generate", str(good), "--users", "40", "--seed", "3", "--no-progress")
+    gen = _cli(str(good), "--users", "40", "--seed", "3", "--no-progress", module="experiments.collect")
     assert gen.returncode == 0, gen.stderr
     assert read_logs(good).equals(logs(n_users=40, seed=3))
 

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.csv as pcsv
 import pytest
 
-from recsys import obd
-from recsys.logs import log_metadata, validate_logs
-from recsys.obd import load_obd, obd_files, obd_item_context
+from recsys.data import obd
+from recsys.data.obd import load_obd, obd_files, obd_item_context
+from recsys.data.schema import log_metadata, validate_logs
 
 try:
     importlib_metadata.distribution("obp")

@@ -25,7 +25,7 @@ from experiments.obd_ope import (
     uniform_action_dist,
 )
 from experiments.ope import IPS, SNIPS
-from recsys.obd import load_obd, obd_item_context
+from recsys.data.obd import load_obd, obd_item_context
 
 try:
     importlib_metadata.distribution("obp")

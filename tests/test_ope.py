@@ -25,7 +25,7 @@ from experiments.ope import (
     OPEData,
     SwitchDR,
 )
-from experiments.stats import bootstrap_counts
+from recsys.stats import bootstrap_counts
 
 T, A = 3, 3
 REWARD = np.array([[0.0, 1.0, 0.2], [0.0, 0.1, 2.0]])  # r(s, a): expected reward
@@ -202,8 +202,8 @@ def _true_env_factory():
 
 
 def _replayed(table, env):
-    from recsys.recommenders.base import LoggedData
-    from recsys.sequences import sequences_from_logs
+    from recsys.data.replay import LoggedData
+    from recsys.data.sequences import sequences_from_logs
 
     data = sequences_from_logs(table, n_actions=env.catalog.n_actions)
     return LoggedData.replay(data, env.catalog, env.world.profile_schema, env.campaign)
@@ -213,9 +213,9 @@ def test_recurrent_agent_replayed_on_its_own_logs_reproduces_its_propensities() 
     """Logs of a recurrent PPO policy (LSTM state carried over the episode): replaying them
     through ``policy_probs`` must give back the logged propensities, which only holds if the
     LSTM state follows each user's logged history step by step."""
-    from agents.sb3_agents import SB3Policy, build_agent
+    from agents.sb3 import SB3Policy, build_agent
+    from experiments.collect import generate_logs
     from experiments.ope.evaluate import policy_probs
-    from recsys.logs import generate_logs
 
     make_env = _true_env_factory()
     model = build_agent("recurrent_ppo", make_env(4), {"n_steps": 8, "batch_size": 32}, [16], seed=0,
@@ -239,8 +239,8 @@ def test_frozen_bandit_does_not_learn_from_evaluation_logs() -> None:
     from agents.bandits import LinUCBBandit
     from agents.base import Frozen
     from agents.reference import LoggingPolicy
+    from experiments.collect import generate_logs
     from experiments.ope.evaluate import policy_probs
-    from recsys.logs import generate_logs
 
     make_env = _true_env_factory()
     table = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=50, seed=3)

@@ -14,15 +14,17 @@ from gymnasium.vector import AutoresetMode
 from agents.base import OnlinePolicy, Policy
 from agents.recommender_policy import RecommenderPolicy, StatefulRecommenderPolicy
 from agents.reference import LoggingPolicy
+from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
-from experiments.rollout import make_env_factory, rollout
-from recsys.logs import generate_logs, split_users
+from envs.vector_env import CampaignVectorEnv
+from experiments.collect import generate_logs, make_env_factory, rollout
+from recsys.data.replay import LoggedData
+from recsys.data.sequences import sequences_from_logs
+from recsys.data.splits import split_users
 from recsys.recommenders import (
     RECOMMENDERS,
     DeepFMConfig,
     GRU4RecConfig,
-    LoggedData,
     LogisticConfig,
     MFConfig,
     PopularityConfig,
@@ -32,8 +34,7 @@ from recsys.recommenders import (
     load_recommender,
     make_recommender,
 )
-from recsys.recommenders.base import roc_auc
-from recsys.sequences import sequences_from_logs
+from recsys.stats import roc_auc
 
 NAMES = tuple(RECOMMENDERS)
 STATEFUL = ("mf", "gru4rec")

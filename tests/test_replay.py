@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from agents.reference import LoggingPolicy
+from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
-from envs.vector_env import CampaignConfig
-from experiments.rollout import make_env_factory
-from recsys.logs import generate_logs
-from recsys.replay import replay_observations
-from recsys.sequences import sequences_from_logs
+from experiments.collect import generate_logs, make_env_factory
+from recsys.data.replay import replay_observations
+from recsys.data.sequences import sequences_from_logs
 
 
 def test_replayed_observations_reproduce_the_logged_propensities_exactly():

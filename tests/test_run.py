@@ -167,7 +167,7 @@ def test_multirun_over_seeds(tmp_path, launcher):
 
 def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
     from experiments.fit_simulator import fit_simulator, make_logs
-    from recsys.logs import LogSchemaError
+    from recsys.data.schema import LogSchemaError
 
     config = run_module.config_module.load(_compose(TINY + ["experiment.logs.n_users=50"]))
     logs = make_logs(config, progress=False)

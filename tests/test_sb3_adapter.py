@@ -153,9 +153,9 @@ def test_maskable_ppo_learns_on_the_adapter_and_respects_masks():
 
 
 def test_reward_scale_scales_only_what_the_learner_sees_and_survives_resume(tmp_path):
-    """``reward_scale`` in an agent's hyperparams (agents.sb3_agents.ScaledReward): the learner
+    """``reward_scale`` in an agent's hyperparams (agents.sb3.algorithms.ScaledReward): the learner
     gets scaled rewards, the episode returns and infos keep real units, a resumed model keeps it."""
-    from agents.sb3_agents import ScaledReward, build_agent, resume_agent
+    from agents.sb3.algorithms import ScaledReward, build_agent, resume_agent
 
     def env() -> CampaignVectorEnv:
         return CampaignVectorEnv(TrueWorld(n_users=N), CampaignConfig(invalid_action="penalize"))

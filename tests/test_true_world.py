@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agents.reference import NurturePolicy, OracleGreedyPolicy
 from envs import CampaignConfig, CampaignVectorEnv, TrueWorld, TrueWorldConfig, rng
-from experiments.rollout import make_env_factory, rollout
+from experiments.collect import make_env_factory, rollout
 
 _SETTINGS = settings(max_examples=15, deadline=None, derandomize=True, database=None)
 N_USERS = 256

@@ -44,7 +44,7 @@ from typing import ClassVar
 import numpy as np
 
 from experiments.ope.data import OPEData
-from experiments.stats import Interval, bootstrap_counts
+from recsys.stats import Interval, bootstrap_counts
 
 PER_DECISION, SEQUENTIAL = "per_decision", "sequential"
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from agents.base import Policy
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
+from experiments.collect import make_env_factory, rollout
 from experiments.ope.data import OPEData
 from experiments.ope.estimators import PER_DECISION, DirectMethod
 from experiments.ope.evaluate import (
@@ -35,10 +36,9 @@ from experiments.ope.evaluate import (
     oracle_rewards,
     policy_probs,
 )
-from experiments.rollout import make_env_factory, rollout
-from experiments.stats import Interval, bootstrap_mean
-from recsys.recommenders.base import LoggedData
-from recsys.sequences import sequences_from_logs
+from recsys.data.replay import LoggedData
+from recsys.data.sequences import sequences_from_logs
+from recsys.stats import Interval, bootstrap_mean
 
 log = logging.getLogger("campaign_gym")
 PolicyFactory = Callable[[CampaignVectorEnv], Policy]

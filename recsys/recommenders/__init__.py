@@ -30,7 +30,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from recsys.recommenders.base import CONFIG_FILE, FeatureSpec, LoggedData, Recommender, TrainConfig
+from recsys.data.replay import FeatureSpec, LoggedData
+from recsys.recommenders.base import CONFIG_FILE, Recommender, TrainConfig
 from recsys.recommenders.deepfm import DeepFMConfig, DeepFMRecommender
 from recsys.recommenders.gru4rec import GRU4RecConfig, GRU4RecRecommender
 from recsys.recommenders.logistic import LogisticConfig, LogisticRecommender

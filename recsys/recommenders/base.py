@@ -49,109 +49,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from envs.vector_env import CampaignConfig, CampaignVectorEnv
-from envs.world import Catalog, ProfileSchema
 from recsys.artifacts import atomic_write_dir, json_bytes
+from recsys.data.replay import FeatureSpec, LoggedData
 from recsys.numerics import flush_denormals
-from recsys.replay import LoggedWorld, replay_observations
-from recsys.sequences import SequenceData
+from recsys.stats import log_loss, roc_auc
 
 State = dict[str, Any]  # per-user numpy arrays or torch tensors, leading dimension = users
 TARGETS = ("click", "conversion")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
 _EPS = 1e-7  # probability clip for logloss and log-odds
 _CHUNK = 16_384  # rows per forward pass when scoring many logged rows
-
-
-# ------------------------------------------------------------------------------------ data
-@dataclass
-class FeatureSpec:
-    """Where things are in an observation and what the business knows about each offer.
-    Saved with every recommender, so a loaded one can check it acts on the right env."""
-
-    obs_dim: int
-    n_actions: int
-    cat_names: list[str]
-    cat_slices: list[list[int]]  # [start, stop) of each categorical profile feature's one-hot block
-    profile: list[int]  # [start, stop) of the whole profile (one-hots, then standardised numerics)
-    time_left: int  # column of "time left"; 1.0 exactly at the first step of an episode
-    offer_category: list[int]
-    margin: list[float]  # value - discount: what a conversion of each offer earns
-    contact_cost: float
-
-    @classmethod
-    def from_env(cls, env: CampaignVectorEnv) -> FeatureSpec:
-        lay, cat = env.layout, env.catalog
-        start = lay.profile_cat[0].start if lay.profile_cat else lay.profile_num.start
-        return cls(
-            obs_dim=len(lay.names), n_actions=int(cat.n_actions),
-            cat_names=list(env.world.profile_schema.categorical),
-            cat_slices=[[s.start, s.stop] for s in lay.profile_cat], profile=[start, lay.profile_num.stop],
-            time_left=int(lay.time_left), offer_category=[int(c) for c in cat.category],
-            margin=[float(m) for m in cat.value - cat.discount], contact_cost=float(cat.contact_cost),
-        )
-
-    @property
-    def n_offers(self) -> int:
-        return self.n_actions - 1
-
-    @property
-    def dense(self) -> list[int]:
-        """Columns that are not categorical one-hots: profile numerics and the history."""
-        one_hot = {i for s, e in self.cat_slices for i in range(s, e)}
-        return [i for i in range(self.obs_dim) if i not in one_hot]
-
-    def check(self, env: CampaignVectorEnv) -> None:
-        """Raise if ``env`` produces observations or actions this spec was not fitted on."""
-        other = FeatureSpec.from_env(env)
-        for name in ("obs_dim", "n_actions", "cat_slices", "time_left", "offer_category"):
-            if getattr(other, name) != getattr(self, name):
-                raise ValueError(
-                    f"env: {name} is {getattr(other, name)} but the recommender was fitted on "
-                    f"{getattr(self, name)}; fit it on logs of this env's world and campaign"
-                )
-        if not np.allclose(other.margin + [other.contact_cost], self.margin + [self.contact_cost], rtol=1e-6):
-            raise ValueError("env: the catalog's values, discounts or contact cost differ from the ones the "
-                             "recommender was fitted with; fit it on logs of this env's world")
-
-
-@dataclass
-class LoggedData:
-    """Logged sequences with the (U, T, obs_dim) observations and (U, T, n_actions) masks
-    each decision was taken on (zeros where ``data.mask`` is False)."""
-
-    data: SequenceData
-    obs: np.ndarray
-    masks: np.ndarray
-    spec: FeatureSpec
-
-    @classmethod
-    def replay(
-        cls, data: SequenceData, catalog: Catalog, profile_schema: ProfileSchema,
-        campaign: CampaignConfig | None = None,
-    ) -> LoggedData:
-        """Rebuild the observations with ``recsys.replay`` (same env code as online acting)."""
-        campaign = campaign or CampaignConfig()
-        obs, masks = replay_observations(data, catalog, profile_schema, campaign)
-        probe = LoggedWorld(data.subset(np.arange(min(1, data.n_users))), catalog, profile_schema)
-        return cls(data, obs, masks, FeatureSpec.from_env(CampaignVectorEnv(probe, campaign)))
-
-    def subset(self, users: np.ndarray) -> LoggedData:
-        """The same data for a boolean mask or index array over users."""
-        return LoggedData(self.data.subset(users), self.obs[users], self.masks[users], self.spec)
-
-    def selection(self, target: str) -> np.ndarray:
-        """(U, T) rows a model of ``target`` learns from: exposures (an offer was sent) for
-        clicks, clicked exposures for p(convert | click)."""
-        d = self.data
-        rows = d.mask & (d.actions > 0)
-        return rows & (d.click > 0) if target == "conversion" else rows
-
-    def rows(self, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(obs (M, obs_dim), offer index (M,) in [0, n_offers), label (M,)) of those rows."""
-        sel = self.selection(target)
-        label = self.data.conversion if target == "conversion" else self.data.click
-        return self.obs[sel], self.data.actions[sel] - 1, label[sel].astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -184,22 +91,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------ metrics
-def roc_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the ROC curve (ties count one half); NaN without both classes."""
-    y = np.asarray(y) > 0.5
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average 1-based rank of ties
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))) if len(p) else float("nan")
-
-
 def ranking_metrics(pred: np.ndarray, logged: LoggedData, k: int) -> dict[str, float]:
     """HR@k and NDCG@k of the clicked offer among the offers allowed at that step."""
     d = logged.data

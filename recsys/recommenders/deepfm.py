@@ -22,14 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsys.recommenders.base import (
-    TARGETS,
-    FeatureSpec,
-    PointwiseRecommender,
-    Standardise,
-    TrainConfig,
-    require,
-)
+from recsys.data.replay import FeatureSpec
+from recsys.recommenders.base import TARGETS, PointwiseRecommender, Standardise, TrainConfig, require
 
 
 @dataclass

@@ -24,16 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recsys.recommenders.base import (
-    FeatureSpec,
-    LoggedData,
-    Standardise,
-    State,
-    TorchRecommender,
-    TrainConfig,
-    require,
-    train_module,
-)
+from recsys.data.replay import FeatureSpec, LoggedData
+from recsys.recommenders.base import Standardise, State, TorchRecommender, TrainConfig, require, train_module
 
 _OUTCOMES = 3  # nothing, click, click + conversion
 

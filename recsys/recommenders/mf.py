@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from recsys.recommenders.base import LoggedData, Recommender, State, require
+from recsys.data.replay import LoggedData
+from recsys.recommenders.base import Recommender, State, require
 
 
 def _weighted_grams(weights: np.ndarray, factors: np.ndarray) -> np.ndarray:

@@ -16,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from recsys.recommenders.base import LoggedData, Recommender, State, require
+from recsys.data.replay import LoggedData
+from recsys.recommenders.base import Recommender, State, require
 
 
 @dataclass

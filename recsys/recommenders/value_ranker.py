@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from recsys.recommenders.base import LoggedData, PointwiseRecommender, Recommender, State, require
+from recsys.data.replay import LoggedData
+from recsys.recommenders.base import PointwiseRecommender, Recommender, State, require
 from recsys.recommenders.deepfm import DeepFMConfig, DeepFMRecommender
 from recsys.recommenders.logistic import LogisticConfig, LogisticRecommender
 

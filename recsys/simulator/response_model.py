@@ -33,8 +33,8 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from recsys.artifacts import atomic_write_dir, json_bytes
+from recsys.data.sequences import SequenceData
 from recsys.numerics import flush_denormals
-from recsys.sequences import SequenceData
 
 ENCODERS = ("gru", "attention", "none", "logistic")
 HEADS = ("click", "convert", "churn")

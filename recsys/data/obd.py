@@ -4,7 +4,7 @@ OBD (Saito et al., ZOZOTOWN) logs which fashion item a policy showed in which of
 slots, with the exact propensity of the showing policy (``random`` or ``bts``) and whether it
 was clicked. Clicks only: there are no conversions, revenue or costs.
 
-Mapping (see ``recsys.logs`` for the schema):
+Mapping (see ``recsys.data.schema`` for the schema):
 
 * ``user_id`` = row number; OBD rows are independent impressions with no user id, so each row
   is its own one-step "user" and ``step`` = 0.
@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from recsys.logs import CAT_PREFIX, NUM_PREFIX, validate_logs, with_metadata
+from recsys.data.schema import CAT_PREFIX, NUM_PREFIX, validate_logs, with_metadata
 
 BEHAVIOR_POLICIES = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import pyarrow as pa
 
-from recsys.logs import log_metadata
+from recsys.data.schema import log_metadata
 
 
 @dataclass
