@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from agents.base import StochasticPolicy
+from envs import rng
 
 if TYPE_CHECKING:
     from envs.vector_env import CampaignVectorEnv
@@ -64,13 +65,9 @@ def _best_set(scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return allowed & (scores >= top - _TIE_TOL * np.maximum(np.abs(top), 1.0))
 
 
-def _uniform_pick(choices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _uniform_pick(choices: np.ndarray, generator: np.random.Generator) -> np.ndarray:
     """One action per row, uniform over the True entries of ``choices`` (N, A)."""
-    cdf = np.cumsum(choices, axis=1)
-    count = cdf[:, -1]
-    # index 0 .. count - 1 among the True entries (the minimum guards u * count rounding up to count)
-    k = np.minimum(np.floor(rng.random(len(choices)) * count), count - 1)
-    return (cdf <= k[:, None]).sum(axis=1).astype(np.int64)
+    return rng.inverse_cdf(choices, generator.random(len(choices)))
 
 
 class _LinearBandit:
@@ -250,13 +247,13 @@ class LinearThompsonBandit(_LinearBandit):
         mean, var = self._mean_and_var(x)
         allowed = _allowed(masks, len(x), self.n_actions)
         sd = self.v * np.sqrt(var)
-        rng = np.random.default_rng([self.seed, 1])
+        draws = np.random.default_rng([self.seed, 1])
         n, n_actions = mean.shape
         flat_rows = np.arange(n) * n_actions
         counts = np.zeros(n * n_actions)
         chunk = max(1, _PROB_DRAWS_PER_CHUNK // max(1, mean.size))
         for start in range(0, self.n_prob_samples, chunk):
             k = min(chunk, self.n_prob_samples - start)
-            best = self._sample_best(mean[None], sd[None], allowed[None], rng.standard_normal((k, n, n_actions)))
+            best = self._sample_best(mean[None], sd[None], allowed[None], draws.standard_normal((k, n, n_actions)))
             counts += np.bincount((flat_rows[None] + best).ravel(), minlength=n * n_actions)
         return counts.reshape(n, n_actions) / self.n_prob_samples

@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from envs import rng
+
 
 @runtime_checkable
 class Policy(Protocol):
@@ -45,9 +47,7 @@ class StochasticPolicy:
 
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         probs = self.action_probs(obs, masks)
-        cdf = np.cumsum(probs, axis=1)
-        u = self.rng.random(len(probs))[:, None] * cdf[:, -1:]  # rounding never picks a zero-probability tail
-        return (u >= cdf).sum(axis=1).astype(np.int64)
+        return rng.inverse_cdf(probs, self.rng.random(len(probs)))
 
 
 class DeterministicPolicy:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import masked_argmax, masked_softmax
+from envs import rng
 from envs.vector_env import CampaignVectorEnv
 from recsys.data.replay import LoggedData
 from recsys.recommenders.base import Recommender, State
@@ -67,9 +68,7 @@ class RecommenderPolicy:
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         if self.mode == "greedy":
             return masked_argmax(self._scores(obs), self._allowed(masks, len(obs)))
-        cdf = np.cumsum(self.action_probs(obs, masks), axis=1)
-        u = self.rng.random(len(cdf))[:, None] * cdf[:, -1:]
-        return (u >= cdf).sum(axis=1).astype(np.int64)
+        return rng.inverse_cdf(self.action_probs(obs, masks), self.rng.random(len(obs)))
 
     def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         return self._probs(self._scores(obs), self._allowed(masks, len(obs)))

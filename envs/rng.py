@@ -58,11 +58,18 @@ def normal(key: np.ndarray, *counters: int | np.ndarray) -> np.ndarray:
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
+def inverse_cdf(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The one sampler: an index per row of non-negative ``weights`` (rows need not sum to 1),
+    drawn by inverse CDF from uniforms ``u`` in [0, 1). The uniform is scaled by the row total
+    rather than the CDF normalised, so rounding never picks a zero-weight tail."""
+    cdf = np.cumsum(weights, axis=-1)
+    picked = (np.asarray(u)[..., None] * cdf[..., -1:] >= cdf).sum(axis=-1)
+    return np.minimum(picked, cdf.shape[-1] - 1).astype(np.int64)
+
+
 def categorical(key: np.ndarray, probs: np.ndarray, *counters: int | np.ndarray) -> np.ndarray:
-    """One category index per row of ``probs`` (rows sum to 1) by inverse CDF."""
-    cdf = np.cumsum(probs, axis=-1)
-    u = uniform(key, *counters)[..., None] * cdf[..., -1:]  # normalised: rounding never picks a 0-prob tail
-    return (u >= cdf).sum(axis=-1)
+    """One category index per row of ``probs`` from the counter-based stream of ``key``."""
+    return inverse_cdf(probs, uniform(key, *counters))
 
 
 def seed_key(seed: int | np.ndarray) -> np.ndarray:

@@ -133,13 +133,6 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _sample(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Inverse-CDF draw per row; never lands on a zero-probability action."""
-    cdf = np.cumsum(probs, axis=1)
-    cdf /= cdf[:, -1:]
-    return np.minimum((u[:, None] > cdf).sum(axis=1), probs.shape[1] - 1).astype(np.int64)
-
-
 def _checked_probs(policy: Policy, obs: np.ndarray, masks: np.ndarray, rows: np.ndarray) -> np.ndarray:
     name = getattr(policy, "name", type(policy).__name__)
     probs = np.asarray(policy.action_probs(obs, masks), dtype=np.float64)
@@ -225,7 +218,7 @@ def _log_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> dict[str, n
         steps = env.steps
         u = rng.uniform(env.user_keys, steps, _STREAM_LOGGING)
         actions = np.zeros(n, dtype=np.int64)
-        actions[rows] = _sample(probs[rows], u[rows])
+        actions[rows] = rng.inverse_cdf(probs[rows], u[rows])
         previous = obs
         obs, reward, _, _, info = env.step(actions)
         if isinstance(policy, OnlinePolicy):  # per-user state (session models, recurrent agents) follows the log
