@@ -23,7 +23,7 @@ taken) and re-solves the touched actions, so the only Python loop is over action
 Unavailable actions (``masks`` False) are never chosen and get probability 0.
 
 Why written here: the maintained bandit libraries either are context-free, decide for one
-context at a time, or pull incompatible pins (Open Bandit Pipeline, see DESIGN.md); none fits
+context at a time, or pull incompatible pins (Open Bandit Pipeline: obp 0.5.7 needs Python < 3.11 with exact old pins, 0.4.1 breaks on pandas 3); none fits
 a batched Gymnasium env with action masks, and each policy here is ~40 lines on a shared
 ridge-regression base.
 """

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from envs import rng
+from recsys.data.replay import LoggedData, replay_history
 
 
 @runtime_checkable
@@ -98,3 +99,26 @@ def masked_softmax(scores: np.ndarray, masks: np.ndarray | None, temperature: fl
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def logged_action_probs(policy: Policy, logged: LoggedData, rewards: np.ndarray | None = None) -> np.ndarray:
+    """(U, T, A) ``policy.action_probs`` at every logged step (what off-policy estimators need).
+
+    An ``OnlinePolicy`` is told the *logged* action and outcome after each step through
+    ``observe``, so per-user state (stateful recommenders, recurrent agents) follows the logged
+    history. A policy that learns from rewards (a bandit) learns from the logged ``rewards``
+    this way (a warm start); to evaluate one, wrap it in ``Frozen`` first, or it would train on
+    the evaluation logs."""
+    d = logged.data
+    only_rest = np.eye(logged.masks.shape[-1], dtype=bool)[0]
+
+    def evaluate(t: int, active: np.ndarray) -> np.ndarray:
+        return policy.action_probs(logged.obs[:, t], np.where(active[:, None], logged.masks[:, t], only_rest))
+
+    def advance(t: int, active: np.ndarray) -> None:
+        if isinstance(policy, OnlinePolicy):
+            info = {"click": d.click[:, t] > 0, "conversion": d.conversion[:, t] > 0, "active": active}
+            r = np.zeros(d.n_users) if rewards is None else rewards[:, t]
+            policy.observe(logged.obs[:, t], np.where(active, d.actions[:, t], 0), r, info)
+
+    return replay_history(logged, evaluate, advance, logged.masks.shape[-1])

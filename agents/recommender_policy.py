@@ -10,8 +10,8 @@ Stateful recommenders (``mf``, ``gru4rec``) make the policy an ``OnlinePolicy``:
 ``observe`` after every step and the policy advances each user's state. The state is created
 lazily for the batch size ``act`` is called with (a new size starts fresh users), and a row
 whose observation shows the first step of an episode (time left = 1) is reset to a new user,
-so autoreset envs work too. For off-policy evaluation on logs, ``logged_action_probs``
-replays each logged user's history through the same state updates.
+so autoreset envs work too. For off-policy evaluation on logs, ``agents.base.logged_action_probs``
+replays each logged user's history through ``observe``, the same state updates.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import numpy as np
 from agents.base import masked_argmax, masked_softmax
 from envs import rng
 from envs.vector_env import CampaignVectorEnv
-from recsys.data.replay import LoggedData
 from recsys.recommenders.base import Recommender, State
 
 MODES = ("greedy", "softmax")
@@ -72,16 +71,6 @@ class RecommenderPolicy:
 
     def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         return self._probs(self._scores(obs), self._allowed(masks, len(obs)))
-
-    # ---------------------------------------------------------------- OPE on logs
-    def logged_action_probs(self, logged: LoggedData) -> np.ndarray:
-        """(U, T, n_actions) this policy's probabilities at every logged step (users' state
-        replayed through their logged history); zeros on padding."""
-        scores = self.recommender.logged(logged, "scores")
-        d = logged.data
-        out = np.zeros_like(scores)
-        out[d.mask] = self._probs(scores[d.mask], self._allowed(logged.masks[d.mask], int(d.mask.sum())))
-        return out
 
     # ---------------------------------------------------------------- internals
     def _allowed(self, masks: np.ndarray | None, n: int) -> np.ndarray:

@@ -12,7 +12,7 @@ Training follows ``experiments.run.train``: the agent config is ``conf/agent/<ag
 ``conf/world/default.yaml``; ``agents.sb3.build_agent`` / ``train_agent`` with the
 training seed, one torch thread. ``--world true`` trains in TrueWorld (no simulator needed);
 ``--world learned`` needs ``--simulator-dir`` (``<run>/simulator`` of a ``make run``).
-Evaluation follows ``experiments.run`` too: ``experiments.rollout.rollout`` in TrueWorld on
+Evaluation follows ``experiments.run`` too: ``experiments.collect.rollout`` in TrueWorld on
 ``--eval-users`` users of the evaluation block of experiment seed 0 (never logged users), the
 same users and draws for every config and seed, the policy as ``SB3Policy`` (sampled unless
 the config sets ``deterministic_eval``). Per seed: profit per user with a 95% bootstrap CI over
@@ -33,15 +33,11 @@ _CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def _t_interval(values: list[float]) -> dict[str, float]:
-    import numpy as np
-    from scipy import stats
+    from recsys.stats import t_interval
 
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan")}
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+    iv = t_interval(values)
+    mean = float(sum(values) / len(values))
+    return iv.as_dict() if iv is not None else {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan")}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -189,7 +189,7 @@ def _learned_world_factory(simulator_dir: str | None, world_config):
     from envs import rng
     from envs.learned_world import LearnedWorld
     from envs.true_world import TrueWorld
-    from recsys.data.profiles import ProfileData
+    from envs.world import Profiles
     from recsys.simulator.io import load_simulator
     from recsys.simulator.response_model import DataSpec, ResponseModel, ResponseModelConfig
     from recsys.simulator.user_gan import IndependentMarginalsSampler
@@ -200,7 +200,7 @@ def _learned_world_factory(simulator_dir: str | None, world_config):
     truth = TrueWorld(world_config, n_users=2000)
     profiles = truth.reset_users(np.arange(2000), rng.seed_key(np.arange(2000)))
     schema = truth.profile_schema
-    data = ProfileData(profiles.categorical, profiles.numeric, tuple(schema.categorical), tuple(schema.numeric),
+    data = Profiles(profiles.categorical, profiles.numeric, tuple(schema.categorical), tuple(schema.numeric),
                        tuple(schema.categorical.values()))
     spec = DataSpec(n_actions=truth.catalog.n_actions, cat_names=list(schema.categorical),
                     cardinalities=list(schema.categorical.values()), num_names=list(schema.numeric),

@@ -78,12 +78,76 @@ class ProfileSchema:
         return sum(self.categorical.values()) + len(self.numeric)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Profiles:
-    """Observable profiles of a batch of users."""
+    """Observable profiles of a batch of users, one row each: what a world returns for new
+    users, what ``recsys.data.profiles.profiles_from_logs`` reads from logs and what a user
+    GAN fits, samples and is judged on.
+
+    The arrays are all a world needs to return; the names, cardinalities and user ids are the
+    optional description that fitting a profile model needs (each is checked against the
+    arrays when given). Arrays are cast to int64 / float64 and checked: 2-d, one row per user,
+    non-negative codes (below each cardinality when given), finite numerics."""
 
     categorical: np.ndarray  # (n, n_categorical) int64 codes
     numeric: np.ndarray  # (n, n_numeric) float64
+    categorical_names: tuple[str, ...] | None = None
+    numeric_names: tuple[str, ...] | None = None
+    cardinalities: tuple[int, ...] | None = None  # number of codes of each categorical feature
+    user_ids: np.ndarray | None = None  # (n,) int64, when the rows come from logs
+
+    def __post_init__(self) -> None:
+        cat = np.asarray(self.categorical, dtype=np.int64)
+        num = np.asarray(self.numeric, dtype=np.float64)
+        if cat.ndim != 2 or num.ndim != 2:
+            raise ValueError(f"profiles: categorical and numeric must be 2-d, got shapes {cat.shape} and {num.shape}")
+        if len(cat) != len(num):
+            raise ValueError(f"profiles: categorical has {len(cat)} rows but numeric has {len(num)}")
+        object.__setattr__(self, "categorical", cat)
+        object.__setattr__(self, "numeric", num)
+        for name, width in (("categorical_names", cat.shape[1]), ("numeric_names", num.shape[1]),
+                            ("cardinalities", cat.shape[1])):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = tuple(int(v) for v in value) if name == "cardinalities" else tuple(str(v) for v in value)
+            if len(value) != width:
+                raise ValueError(f"profiles.{name}: {len(value)} entries for {width} columns; they must match")
+            object.__setattr__(self, name, value)
+        if cat.size and cat.min() < 0:
+            raise ValueError("profiles.categorical: codes must be >= 0")
+        if self.cardinalities is not None and len(cat):
+            for j, card in enumerate(self.cardinalities):
+                if cat[:, j].max() >= card:
+                    feature = self.categorical_names[j] if self.categorical_names is not None else j
+                    raise ValueError(f"profiles.categorical.{feature}: codes must be in [0, {card})")
+        if not np.all(np.isfinite(num)):
+            raise ValueError("profiles.numeric: values must be finite")
+        if self.user_ids is not None:
+            ids = np.asarray(self.user_ids, dtype=np.int64)
+            if ids.shape != (len(cat),):
+                raise ValueError(f"profiles.user_ids: expected shape ({len(cat)},), got {ids.shape}")
+            object.__setattr__(self, "user_ids", ids)
+
+    def __len__(self) -> int:
+        return len(self.categorical)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.categorical)
+
+    def described(self, needed_by: str) -> Profiles:
+        """``self``, after checking it carries the names and cardinalities ``needed_by`` uses."""
+        missing = [n for n in ("categorical_names", "numeric_names", "cardinalities") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"profiles: {needed_by} needs {', '.join(missing)}; pass them to Profiles "
+                             "(profiles_from_logs does)")
+        return self
+
+    def subset(self, rows: np.ndarray) -> Profiles:
+        """The profiles of ``rows`` (a boolean mask or integer indices), description kept."""
+        return Profiles(self.categorical[rows], self.numeric[rows], self.categorical_names, self.numeric_names,
+                        self.cardinalities, None if self.user_ids is None else self.user_ids[rows])
 
 
 @dataclass

@@ -3,9 +3,10 @@
     python -m experiments.run -m experiment=smoke experiment.seed=0,1,2 campaign.reward=click,profit
     python -m experiments.aggregate multirun/smoke__<time>
 
-Writes, in the sweep directory: ``aggregate.json``, ``aggregate.md``, ``aggregate.html`` (the
-same, plots embedded), ``aggregate.csv`` (long: group overrides, objective, world, policy,
-metric, n_seeds, mean, ci_low, ci_high) and ``aggregate.tex`` (booktabs tables), plus plots.
+Writes, in the sweep directory: ``aggregate.json``, and from it (``experiments.report.aggregate``)
+``aggregate.md``, ``aggregate.html`` (the same, plots embedded), ``aggregate.csv`` (long: group
+overrides, objective, world, policy, metric, n_seeds, mean, ci_low, ci_high), ``aggregate.tex``
+(booktabs tables) and plots.
 
 **Groups.** Each job's ``.hydra/overrides.yaml`` gives its overrides; jobs whose overrides
 differ only in a seed key (``experiment.seed``; ``--seed-key`` to change) form one group.
@@ -60,19 +61,7 @@ import yaml
 from scipy.stats import t as student_t
 from tqdm import tqdm
 
-from experiments.report import plot_policy_metrics, save_figure, write_report
-from experiments.tables import (
-    METRIC_LABELS,
-    TABLE_METRICS,
-    Column,
-    by_profit,
-    interval_rows,
-    latex_table,
-    markdown_table,
-    policy_columns,
-    write_csv,
-    write_latex,
-)
+from experiments.report.aggregate import write_aggregate_report
 from recsys.artifacts import atomic_write_json, atomic_write_text
 from recsys.stats import t_interval
 
@@ -279,83 +268,7 @@ def reward_comparisons(groups: Sequence[Group], stats: Sequence[Mapping[str, Any
     return out
 
 
-# ---------------------------------------------------------------- tables, plots, report
-def _win_columns(comparison: Mapping[str, Any], prefix: bool = True) -> list[Column]:
-    """Per objective, a column per metric (headed "objective: metric" unless ``prefix`` is off)."""
-    return [(f"{obj}: {METRIC_LABELS[m]}" if prefix else METRIC_LABELS[m],
-             {p: objs[obj][m] for p, objs in comparison["policies"].items() if m in objs.get(obj, {})})
-            for obj in comparison["objectives"] for m in WIN_METRICS]
-
-
-def _win_rows(comparison: Mapping[str, Any]) -> list[str]:
-    """Policies by their mean profit across objectives, best first."""
-    def score(p: str) -> float:
-        return -np.mean([v["profit"]["mean"] for v in comparison["policies"][p].values() if "profit" in v])
-    return sorted(comparison["policies"], key=score)
-
-
-def _fmt(iv: Mapping[str, Any] | None) -> str:
-    if iv is None or iv.get("mean") is None:
-        return "–"
-    if iv.get("ci_low") is None:
-        return f"{iv['mean']:.3f} (1 seed)"
-    return f"{iv['mean']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
-
-
-def _best_md(comparison: Mapping[str, Any]) -> str:
-    rows = ["| objective | best policy (TrueWorld return) | best non-oracle policy | non-oracle ranking by return |",
-            "|---|---|---|---|"]
-    for obj, b in comparison["best"].items():
-        non_oracle = (f"`{b['best_non_oracle']}` {_fmt(b['best_non_oracle_return'])}"
-                      if b["best_non_oracle"] else "–")
-        ranking = " > ".join(f"`{p}` {v:.3g}" for p, v in b.get("ranking", []))
-        rows.append(f"| `{obj}` | `{b['policy']}` {_fmt(b['return'])} | {non_oracle} | {ranking} |")
-    return "\n".join(rows)
-
-
-def plot_objectives(comparison: Mapping[str, Any], path: Path, level: float) -> None:
-    """One panel per metric: per policy a bar per objective, with its across-seed CI."""
-    import matplotlib.pyplot as plt
-
-    names = _win_rows(comparison)[::-1]
-    objectives = comparison["objectives"]
-    height = 0.8 / len(objectives)
-    fig, axes = plt.subplots(1, len(WIN_METRICS), figsize=(4.5 * len(WIN_METRICS), 0.32 * len(names) * len(objectives) ** 0.5 + 1.5),
-                             sharey=True)
-    for ax, metric in zip(axes, WIN_METRICS, strict=True):
-        for k, obj in enumerate(objectives):
-            ivs = [comparison["policies"][p].get(obj, {}).get(metric) for p in names]
-            means = [iv["mean"] if iv else np.nan for iv in ivs]
-            err = [[iv["mean"] - iv["ci_low"] if iv and iv["ci_low"] is not None else 0 for iv in ivs],
-                   [iv["ci_high"] - iv["mean"] if iv and iv["ci_high"] is not None else 0 for iv in ivs]]
-            ax.barh(np.arange(len(names)) + (k - (len(objectives) - 1) / 2) * height, means, height,
-                    xerr=err, capsize=2, label=f"reward = {obj}")
-        ax.set_yticks(np.arange(len(names)), names)
-        ax.set_title(METRIC_LABELS[metric])
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"TrueWorld, mean over seeds with {level:.0%} t-interval, by reward objective")
-    save_figure(fig, path)
-
-
-def _plottable(policies: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Intervals without a CI (one seed) drawn as a point (no error bar)."""
-    return {p: {m: {"mean": iv["mean"], "ci_low": iv["mean"] if iv["ci_low"] is None else iv["ci_low"],
-                    "ci_high": iv["mean"] if iv["ci_high"] is None else iv["ci_high"]}
-                for m, iv in ms.items() if iv["mean"] is not None}
-            for p, ms in policies.items()}
-
-
-def _failed_md(failed: Sequence[Mapping[str, Any]]) -> str:
-    if not failed:
-        return "None: every job wrote its results.json."
-    rows = ["| job | overrides | error | directory |", "|---|---|---|---|"]
-    for f in failed:
-        error = f["error"].replace("|", "\\|")
-        rows.append(f"| {f['job']} | `{' '.join(f['overrides'])}` | {error} | {f['dir'] or '–'} |")
-    return "\n".join(rows)
-
-
+# ---------------------------------------------------------------- the whole sweep
 def aggregate(sweep_dir: Path, level: float = 0.95, seed_keys: Sequence[str] = SEED_KEYS,
               progress: bool = False) -> dict[str, Any]:
     """Read the sweep, write aggregate.{json,md,html,csv,tex} and plots; return the JSON."""
@@ -369,11 +282,11 @@ def aggregate(sweep_dir: Path, level: float = 0.95, seed_keys: Sequence[str] = S
                              f"(first error: {failed[0]['error'] if failed else 'none'})")
     stats = [across_seeds([j.results for j in g.jobs], level) for g in groups]
     comparisons = reward_comparisons(groups, stats)
-    pct = f"{level:.0%}"
     summary = {
         "sweep_dir": str(sweep_dir),
         "ci": {"method": "student_t_over_seeds", "level": level,
-               "note": "per job: mean over its evaluation users; across the seeds of a group: mean ± t·sd/sqrt(n)"},
+               "note": "per job: mean over its evaluation users; across the seeds of a group: mean ± t·sd/sqrt(n)",
+               "t_multipliers": {str(n): float(student_t.ppf((1 + level) / 2, n - 1)) for n in (2, 3)}},
         "seed_keys": list(seed_keys),
         "constant_overrides": constant,
         "n_jobs": {"found": sum(j.dir is not None for j in jobs), "aggregated": sum(len(g.jobs) for g in groups),
@@ -387,52 +300,7 @@ def aggregate(sweep_dir: Path, level: float = 0.95, seed_keys: Sequence[str] = S
     }
     atomic_write_json(sweep_dir / "aggregate.json", summary)
 
-    rows, tables, sections = [], [], []
-    n = summary["n_jobs"]
-    sections.append(("Sweep", (
-        f"`{sweep_dir}`: {n['aggregated']} job(s) aggregated in {len(groups)} group(s), {n['failed']} failed "
-        f"(of {n['expected']}). Shared overrides: `{' '.join(constant) or 'none'}`.\n\n"
-        f"Each job gives one number per policy and metric (its mean over evaluation users); a group's "
-        f"cell is the mean over its seeds (`{', '.join(seed_keys)}`) with a {pct} Student-t interval, "
-        f"mean ± t·sd/√n over seeds (no CI with one seed; t is {student_t.ppf((1 + level) / 2, 1):.1f} for 2 seeds "
-        f"and {student_t.ppf((1 + level) / 2, 2):.1f} for 3, so "
-        f"few seeds give wide intervals by construction). Files: [aggregate.csv](aggregate.csv), "
-        f"[aggregate.tex](aggregate.tex) (booktabs), [aggregate.json](aggregate.json).")))
-    for i, comparison in enumerate(comparisons):
-        ctx = ", ".join(f"{k}={v}" for k, v in comparison["context"].items())
-        png = f"aggregate_objectives_{i}.png"
-        plot_objectives(comparison, sweep_dir / png, level)
-        sections.append((f"Which policy wins under which reward objective{f' ({ctx})' if ctx else ''}",
-                         _best_md(comparison) + "\n\nEvery policy under each objective (TrueWorld, mean "
-                         f"[{pct} CI over seeds], best per column in bold):\n\n"
-                         + markdown_table(_win_rows(comparison), _win_columns(comparison))
-                         + f"\n\n![policies by objective]({png})"))
-        tables.append(latex_table(_win_rows(comparison), _win_columns(comparison, prefix=False),
-                                  f"TrueWorld metrics of every policy under each reward objective{f' ({ctx})' if ctx else ''}: "
-                                  f"mean [{pct} CI over seeds].", f"tab:objectives_{i}",
-                                  spans=[(f"reward = {o}", len(WIN_METRICS)) for o in comparison["objectives"]]))
-    for i, (g, st) in enumerate(zip(groups, stats, strict=True)):
-        seeds = summary["groups"][i]["seeds"]
-        for world, w in st["worlds"].items():
-            keys = {**g.overrides, "objective": g.objective, "world": world}
-            rows += interval_rows(w["policies"], ("n_seeds", "mean", "ci_low", "ci_high"), **keys)
-            order = by_profit(w["policies"])
-            caption = f"Policies in the {world} world, {g.label} ({len(seeds)} seeds): mean [{pct} CI over seeds]."
-            tables.append(latex_table(order, policy_columns(w["policies"]), caption, f"tab:group{i}_{world}"))
-            body = markdown_table(order, policy_columns(w["policies"], (*TABLE_METRICS, "return")))
-            if world == "true":
-                png = f"aggregate_group{i}_true.png"
-                plot_policy_metrics(_plottable(w["policies"]), sweep_dir / png,
-                                    f"{g.label}: TrueWorld, mean over {len(seeds)} seeds, {pct} t-interval")
-                body += f"\n\n![policies]({png})"
-            tau = st["sim_to_real"]["kendall_tau"]
-            if world == "learned" and tau:
-                body += f"\n\nSim-to-real Kendall tau (ranking by return): {_fmt(tau)}."
-            sections.append((f"{g.label}: {world} world (seeds {seeds}, jobs {[j.num for j in g.jobs]})", body))
-    sections.append(("Failed jobs", _failed_md(failed)))
-    write_csv(sweep_dir / "aggregate.csv", rows)
-    write_latex(sweep_dir / "aggregate.tex", tables)
-    write_report(sweep_dir, sections, f"campaign-gym sweep: {sweep_dir.name}", stem="aggregate")
+    write_aggregate_report(summary, sweep_dir)
     return summary
 
 

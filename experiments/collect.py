@@ -34,7 +34,7 @@ from envs.vector_env import CampaignVectorEnv, episode_batches
 from envs.world import World
 from recsys.data.io import write_logs
 from recsys.data.schema import CAT_PREFIX, NUM_PREFIX, validate_logs, with_metadata
-from recsys.stats import Interval, bootstrap_counts, bootstrap_mean, bootstrap_ratio
+from recsys.stats import Interval, bootstrap_counts, bootstrap_mean, bootstrap_ratio, percentile_interval
 
 _STREAM_LOGGING = 0x4C4F47  # counter-based stream of the logging policy's action draws ("LOG")
 _PROB_TOL = 1e-6  # how far a policy's action probabilities may sum from 1
@@ -80,9 +80,7 @@ def _bootstrap_coverage(sends: np.ndarray, n_boot: int, level: float, seed: int)
     offers = sends[:, 1:] > 0
     point = float(offers.any(axis=0).mean())
     weights = bootstrap_counts(len(offers), n_boot, seed)
-    boots = ((weights @ offers) > 0).mean(axis=1)
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(point, float(lo), float(hi))
+    return percentile_interval(point, ((weights @ offers) > 0).mean(axis=1), level)
 
 
 def rollout(
@@ -158,7 +156,7 @@ def generate_logs(
 ) -> pa.Table:
     """Log one episode per user of a stochastic policy (normally ``agents.reference.LoggingPolicy``).
 
-    Same conventions as ``experiments.rollout.rollout``: ``make_env(n)`` builds an env of n
+    Same conventions as ``experiments.collect.rollout``: ``make_env(n)`` builds an env of n
     users (autoreset is forced to ``DISABLED``), ``make_policy(env)`` the policy for it; user
     ``i`` is the env slot seeded with ``seed + i`` and is logged with ``user_id = seed + i``.
     Actions are drawn here from ``policy.action_probs(obs, masks)`` with counter-based

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig
-from experiments.ope.evaluate import EstimatorConfig
+from experiments.ope.registry import PER_DECISION_ESTIMATORS, EstimatorConfig
 from recsys.recommenders import RECOMMENDERS, make_recommender
 from recsys.simulator.response_model import ResponseModelConfig
 from recsys.simulator.user_gan import UserGANConfig
@@ -106,17 +106,17 @@ class OPEConfig:
             raise ValueError(f"experiment.ope.softmax_temperature: must be > 0, got {self.softmax_temperature}")
 
 
-OBD_ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os")  # per-decision: OBD rows are one step
 EXPERIMENT_KINDS = ("main", "obd")
 
 
 @dataclass
 class ObdConfig:
-    """The Open Bandit Dataset OPE experiment (``experiment=obd``, ``experiments.obd_ope``):
+    """The Open Bandit Dataset OPE experiment (``experiment=obd``, ``experiments.obd``):
     Bernoulli TS evaluated from the Random logs, checked against the BTS logs' click rate."""
 
     campaigns: list[str] = field(default_factory=lambda: ["all", "men", "women"])
-    estimators: EstimatorConfig = field(default_factory=lambda: EstimatorConfig(names=list(OBD_ESTIMATORS)))
+    # OBD rows are single steps: only the per-decision estimators apply
+    estimators: EstimatorConfig = field(default_factory=lambda: EstimatorConfig(names=list(PER_DECISION_ESTIMATORS)))
     n_sim: int = 100_000  # Monte Carlo draws of the BTS ranking (obp's default)
     cross_fit_folds: int = 2  # reward model fitted on the other folds' rows (1 = in-sample)
     reward_l2: float = 0.01  # inverse L2 strength C of the logistic reward model (see conf/experiment/obd.yaml)
@@ -129,10 +129,10 @@ class ObdConfig:
         if not self.campaigns or len(set(self.campaigns)) < len(self.campaigns) \
                 or any(c not in ("all", "men", "women") for c in self.campaigns):
             raise ValueError(f"experiment.obd.campaigns: got {self.campaigns}, expected a non-empty subset of all, men, women")
-        other = [n for n in self.estimators.names if n not in OBD_ESTIMATORS]
+        other = [n for n in self.estimators.names if n not in PER_DECISION_ESTIMATORS]
         if other:
             raise ValueError(f"experiment.obd.estimators.names: {other} are not per-decision estimators; "
-                             f"OBD rows are single steps, choose from {list(OBD_ESTIMATORS)}")
+                             f"OBD rows are single steps, choose from {list(PER_DECISION_ESTIMATORS)}")
         if self.n_sim < 100 or self.n_bootstrap < 10 or self.cross_fit_folds < 1:
             raise ValueError("experiment.obd: need n_sim >= 100, n_bootstrap >= 10 and cross_fit_folds >= 1")
         if not self.reward_l2 > 0 or not 0.5 <= self.ci_level < 1.0:
@@ -142,7 +142,7 @@ class ObdConfig:
 @dataclass
 class ExperimentConfig:
     name: str = "default"
-    kind: str = "main"  # main: the simulator pipeline; obd: Open Bandit Dataset OPE (experiments.obd_ope)
+    kind: str = "main"  # main: the simulator pipeline; obd: Open Bandit Dataset OPE (experiments.obd)
     seed: int = 0
     torch_threads: int = 1  # two threads collapse under contention on small shared machines
     progress: bool = True

@@ -14,26 +14,18 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
-from sklearn.metrics import roc_auc_score
 
 from agents.base import Policy
 from envs.vector_env import CampaignVectorEnv
 from experiments.collect import rollout
 from recsys.data.sequences import SequenceData
-from recsys.stats import Interval
-
-
-def ece_vs_truth(predicted: np.ndarray, truth: np.ndarray, n_bins: int = 20) -> float:
-    """Expected calibration error of ``predicted`` against the true probabilities, with
-    equal-mass bins of the prediction: sum_b w_b |mean(pred_b) - mean(truth_b)|."""
-    predicted, truth = np.asarray(predicted, float), np.asarray(truth, float)
-    edges = np.quantile(predicted, np.linspace(0, 1, n_bins + 1)[1:-1])
-    bins = np.searchsorted(edges, predicted, side="right")
-    w = np.bincount(bins, minlength=n_bins) / len(predicted)
-    with np.errstate(invalid="ignore"):
-        gap = np.abs(np.bincount(bins, predicted, n_bins) - np.bincount(bins, truth, n_bins)) / np.maximum(
-            np.bincount(bins, minlength=n_bins), 1)
-    return float((w * gap).sum())
+from recsys.stats import (
+    Interval,
+    bootstrap_counts,
+    expected_calibration_error,
+    percentile_interval,
+    roc_auc,
+)
 
 
 def paired_auc_difference(
@@ -42,15 +34,12 @@ def paired_auc_difference(
 ) -> Interval:
     """AUC(p_a) - AUC(p_b) on the same rows, with a percentile-bootstrap CI that resamples
     users (rows of a user move together, as they are not independent)."""
-    point = roc_auc_score(y, p_a) - roc_auc_score(y, p_b)
-    uniq, inverse = np.unique(users, return_inverse=True)
-    gen = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    for i in range(n_boot):
-        weight = np.bincount(gen.integers(0, len(uniq), len(uniq)), minlength=len(uniq))[inverse]
-        diffs[i] = roc_auc_score(y, p_a, sample_weight=weight) - roc_auc_score(y, p_b, sample_weight=weight)
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(point), float(lo), float(hi))
+    point = roc_auc(y, p_a) - roc_auc(y, p_b)
+    _, inverse = np.unique(users, return_inverse=True)
+    counts = bootstrap_counts(int(inverse.max()) + 1, n_boot, seed)
+    diffs = np.array([roc_auc(y, p_a, sample_weight=c[inverse]) - roc_auc(y, p_b, sample_weight=c[inverse])
+                      for c in counts])
+    return percentile_interval(point, diffs, level)
 
 
 def response_model_fidelity(
@@ -71,8 +60,8 @@ def response_model_fidelity(
     out: dict[str, Any] = {"n_test_users": int(test.n_users), "n_test_exposures": int(exposed.sum())}
     suffix = {main: "", "none": "_no_history", "logistic": "_logistic", "attention": "_attention"}
     for name, p in predictions.items():
-        out[f"click_auc{suffix.get(name, '_' + name)}"] = float(roc_auc_score(y_click, p["click"][exposed]))
-        out[f"conversion_auc{suffix.get(name, '_' + name)}"] = float(roc_auc_score(y_conv, ctcvr(p)))
+        out[f"click_auc{suffix.get(name, '_' + name)}"] = roc_auc(y_click, p["click"][exposed])
+        out[f"conversion_auc{suffix.get(name, '_' + name)}"] = roc_auc(y_conv, ctcvr(p))
     m = predictions[main]
     for baseline in ("none", "logistic"):
         if baseline in predictions:
@@ -86,13 +75,13 @@ def response_model_fidelity(
         true_ctcvr = (oracle["click"] * oracle["convert"])[exposed]
         seg_ctcvr = (oracle["segment_click"] * oracle["segment_convert"])[exposed]
         out.update({
-            "oracle_click_auc": float(roc_auc_score(y_click, oracle["click"][exposed])),
-            "segment_oracle_click_auc": float(roc_auc_score(y_click, oracle["segment_click"][exposed])),
-            "oracle_conversion_auc": float(roc_auc_score(y_conv, true_ctcvr)),
-            "segment_oracle_conversion_auc": float(roc_auc_score(y_conv, seg_ctcvr)),
-            "click_ece": ece_vs_truth(m["click"][exposed], oracle["click"][exposed]),
-            "conversion_ece": ece_vs_truth(ctcvr(m), true_ctcvr),
-            "churn_ece": ece_vs_truth(m["churn"][test.mask], oracle["churn"][test.mask]),
+            "oracle_click_auc": roc_auc(y_click, oracle["click"][exposed]),
+            "segment_oracle_click_auc": roc_auc(y_click, oracle["segment_click"][exposed]),
+            "oracle_conversion_auc": roc_auc(y_conv, true_ctcvr),
+            "segment_oracle_conversion_auc": roc_auc(y_conv, seg_ctcvr),
+            "click_ece": expected_calibration_error(m["click"][exposed], oracle["click"][exposed]),
+            "conversion_ece": expected_calibration_error(ctcvr(m), true_ctcvr),
+            "churn_ece": expected_calibration_error(m["churn"][test.mask], oracle["churn"][test.mask]),
         })
     return out
 

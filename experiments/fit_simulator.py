@@ -34,7 +34,8 @@ from experiments import config as config_module
 from experiments import setup_torch
 from experiments.collect import generate_logs, make_env_factory
 from experiments.fidelity import policy_fidelity, response_model_fidelity
-from experiments.fidelity_report import fidelity_markdown, plot_calibration, plot_policy_values
+from experiments.report.fidelity import fidelity_markdown
+from experiments.report.plots import plot_calibration, plot_policy_values
 from recsys.artifacts import atomic_write_json, atomic_write_text
 from recsys.data.profiles import MIN_USERS, profiles_from_logs
 from recsys.data.schema import log_metadata, validate_logs

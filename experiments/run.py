@@ -32,25 +32,17 @@ from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
-from experiments import obd_ope, setup_torch
+from experiments import obd, setup_torch
 from experiments.aggregate import write_failure_marker
 from experiments.artifacts import provenance
-from experiments.collect import METRICS, make_env_factory, rollout
-from experiments.fidelity_report import target_checks
+from experiments.collect import make_env_factory, rollout
 from experiments.fit_simulator import fit_simulator, fixed_policies, make_logs, split_logs
 from experiments.ope.evaluate import ResponseModelRewards, logged_rewards, policy_probs
-from experiments.ope.report import ope_markdown, plot_ope
 from experiments.ope.study import ope_study
-from experiments.report import (
-    data_summary_md,
-    plot_learning_curves,
-    plot_policy_metrics,
-    policy_table,
-    read_scalars,
-    write_report,
-)
-from experiments.segments import breakdown_markdown, fit_segments, segment_breakdown
-from experiments.tables import TABLES_LINK, write_policy_tables
+from experiments.report.fidelity import target_checks
+from experiments.report.plots import read_scalars
+from experiments.report.run import write_run_report
+from experiments.segments import fit_segments, segment_breakdown
 from recsys.artifacts import atomic_write_json
 from recsys.data.io import write_logs
 from recsys.data.replay import LoggedData
@@ -69,7 +61,7 @@ LEARNING_CURVE_TAGS = ("campaign/profit_per_episode", "eval_learned/profit_per_u
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if cfg.experiment.kind == "obd":  # the Open Bandit Dataset OPE experiment, on its own (experiment=obd)
-        return obd_ope.run(cfg, out)
+        return obd.run(cfg, out)
     config = config_module.load(cfg)
     exp, seed = config.experiment, config.experiment.seed
     setup_torch(exp.torch_threads)
@@ -171,15 +163,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
                                            "truth_users": exp.ope.truth_users},
     }
     atomic_write_json(out / "results.json", results)
-    write_policy_tables(worlds, out, ev.ci_level)  # policies.csv, policies.tex
-    for world in worlds:
-        plot_policy_metrics(worlds[world]["policies"], out / f"policy_metrics_{world}.png",
-                            f"{world} world, {ev.n_users} paired users, 95% CI", agents=models)
-    if ope:
-        plot_ope(ope, out / "ope.png")
-    has_curves = plot_learning_curves(read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS), out / "learning_curves.png",
-                                      list(models))
-    write_report(out, _sections(results, has_curves), f"campaign-gym run: {exp.name}, seed {seed}")
+    # policies.csv, policies.tex, plots, report.md, report.html
+    write_run_report(out, results, read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS))
     log.info("wrote %s", out)
     return results
 
@@ -288,78 +273,6 @@ def _evaluator(name: str, agent: config_module.AgentConfig, world_factories: dic
                           "episode_length": float(s.length.mean())}
         return out
     return evaluate
-
-
-def _diff_rows(diffs: dict[str, Any]) -> str:
-    rows = ["| comparison | mean | 95% CI | CI excludes 0 |", "|---|---|---|---|"]
-    for name, d in diffs.items():
-        p = d["profit"]
-        rows.append(f"| {name.replace('_minus_', ' − ')} | {p['mean']:.3f} | [{p['ci_low']:.3f}, {p['ci_high']:.3f}] | "
-                    f"{'yes' if p['ci_low'] > 0 or p['ci_high'] < 0 else 'no'} |")
-    return "\n".join(rows)
-
-
-def _sim_to_real_md(results: dict[str, Any]) -> str:
-    """The side-by-side table: return in TrueWorld and in the learned simulator, the rank in
-    each, and the relative error of the simulator's value."""
-    true, learned = results["worlds"]["true"]["policies"], results["worlds"]["learned"]["policies"]
-    both = sorted((p for p in learned if p in true), key=lambda p: -true[p]["return"]["mean"])
-    rank_true = {p: i + 1 for i, p in enumerate(both)}
-    rank_sim = {p: i + 1 for i, p in enumerate(sorted(both, key=lambda p: -learned[p]["return"]["mean"]))}
-    rel = results["sim_to_real"]["rel_error"]
-    rows = ["| policy | TrueWorld return [95% CI] | learned-world return [95% CI] | relative error | rank true / learned |",
-            "|---|---|---|---|---|"]
-    for p in both:
-        t, s = true[p]["return"], learned[p]["return"]
-        err = f"{rel[p]:.1%}" if rel.get(p) is not None else "–"
-        rows.append(f"| {p} | {t['mean']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}] | {s['mean']:.3f} "
-                    f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}] | {err} | {rank_true[p]} / {rank_sim[p]} |")
-    rows.append(f"\nKendall tau of the two rankings: {results['sim_to_real']['kendall_tau']:.3f} over {len(both)} policies.")
-    return "\n".join(rows)
-
-
-def _sections(results: dict[str, Any], has_curves: bool) -> list[tuple[str, str]]:
-    cfg, worlds = results["config"], results["worlds"]
-    agents = ", ".join(f"`{n}` ({cfg['agents'][n]['total_timesteps']} steps in the {cfg['agents'][n]['train_world']} world)"
-                       for n in cfg["experiment"]["agents"])
-    fid = results["simulator"]["fidelity"]
-    met = results["simulator"]["targets_met"]
-    s2r = results["sim_to_real"]
-    sections = [
-        ("Setup", f"World seed {cfg['world']['seed']}, {cfg['world']['n_offers']} offers, horizon "
-                  f"{cfg['campaign']['horizon']}, reward `{cfg['campaign']['reward']}`. Agents: {agents}. "
-                  f"Code `{results['provenance']['git_commit']}`."),
-        ("Logged data", data_summary_md(results["data"]["logs"])),
-        ("Learned simulator (details in fidelity.md)",
-         "| metric | value | target met |\n|---|---|---|\n"
-         + "\n".join(f"| {k} | {fid[k]:.4f} | {'yes' if v else '**no**'} |" for k, v in met.items())
-         + f"\n\nSim-to-real: Kendall tau of the policy ranking by return {s2r['kendall_tau']:.3f}."),
-    ]
-    offline = results["recommenders"]["offline_metrics"]
-    keys = ("click_auc", "click_logloss", "hr_at_5", "ndcg_at_5")
-    sections.append(("Supervised recommenders: offline metrics on held-out users",
-                     "| recommender | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys) + "\n"
-                     + "\n".join(f"| {n} | " + " | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), float) else "–" for k in keys)
-                                 + " |" for n, m in offline.items())))
-    for world in ("true", "learned"):
-        sections.append((f"Policies in the {world} world (mean [95% CI], same users for every policy)",
-                         policy_table(worlds[world]["policies"], METRICS)
-                         + f"\n\n![policy metrics](policy_metrics_{world}.png)\n\n{TABLES_LINK}"))
-    sections.append(("Sim to real: every policy in both worlds (return per user)", _sim_to_real_md(results)))
-    sections.append(("Paired differences in profit per user (TrueWorld)", _diff_rows(worlds["true"]["paired_differences"])
-                     + "\n\n`nurture` and `oracle_greedy` both read the hidden state; `nurture` plans (rests, "
-                       "rotates, nurtures) while `oracle_greedy` maximises the immediate expected reward. A positive "
-                       "difference means long-term effects make one-step greedy beatable."))
-    if results["segments"]:
-        sections.append(("Per segment (k-means on observable profiles; TrueWorld, paired users)",
-                         breakdown_markdown(results["segments"])))
-    if results["ope"]:
-        sections.append(("Off-policy evaluation against the truth",
-                         ope_markdown(results["ope"], results["ope_validation"], results["ope_validation"])))
-    if has_curves:
-        sections.append(("Learning curves (from the TensorBoard event files in `tensorboard/`)",
-                         "![learning curves](learning_curves.png)"))
-    return sections
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -2,7 +2,8 @@
 
 Segments are what a marketing team would define: k-means on the observable profile (the
 profile columns of the first observation) of the evaluation users in TrueWorld. LearnedWorld
-users (drawn from the GAN) are assigned to the nearest of the same centroids.
+users (drawn from the GAN) are assigned to the nearest of the same centroids. The table is
+written by ``experiments.report.run``.
 """
 
 from __future__ import annotations
@@ -40,14 +41,3 @@ def segment_breakdown(
             "difference": bootstrap_mean(diff, n_boot, level, seed).as_dict(),
         }
     return out
-
-
-def breakdown_markdown(breakdown: dict[str, Any]) -> str:
-    c, b = breakdown["challenger"], breakdown["baseline"]
-    rows = [f"| segment | share | {c} profit | {b} profit | {c} − {b} [95% CI] | verdict |", "|---|---|---|---|---|---|"]
-    for name, seg in breakdown["segments"].items():
-        d = seg["difference"]
-        verdict = "gains" if d["ci_low"] > 0 else "loses" if d["ci_high"] < 0 else "no clear difference"
-        rows.append(f"| {name} | {seg['share']:.2f} | {seg['profit'][c]['mean']:.2f} | {seg['profit'][b]['mean']:.2f} | "
-                    f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}] | {verdict} |")
-    return "\n".join(rows)

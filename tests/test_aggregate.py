@@ -1,10 +1,10 @@
-"""experiments.aggregate and experiments.tables: across-seed statistics, reward-objective
-comparison, failed jobs, paper tables, launcher configs, and a real multirun with a failing job."""
+"""experiments.aggregate and experiments.report.tables: across-seed statistics, reward-objective
+comparison, failed jobs, paper tables, and real multiruns (basic and submitit launchers) with a
+failing job."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,14 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from experiments import aggregate as agg
-from experiments.tables import latex_escape, latex_table, markdown_table, policy_columns, write_policy_tables
+from experiments.report.tables import (
+    latex_escape,
+    latex_table,
+    markdown_table,
+    policy_columns,
+    write_policy_tables,
+)
 from recsys.stats import t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = str(ROOT / "conf")
 METRICS = ("click_rate", "conversion_rate", "profit", "return", "episode_length")
 
 
@@ -206,30 +210,6 @@ def test_table_helpers_escape_and_mark_ties():
     assert md.count("**2.00**") == 2 and "| `c` | 1.00 |" in md  # ties both bold; no CI -> mean only
     tex = latex_table(["a", "c"], policy_columns(policies, ("profit",)), "caption_x", "tab:x")
     assert r"\caption{caption\_x}" in tex and r"c & 1.00 \\" in tex
-
-
-# ---------------------------------------------------------------- launcher configs
-def _launcher(name: str):
-    from experiments import config
-
-    config.register()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True).hydra.launcher
-
-
-def test_local_and_slurm_launcher_configs_compose():
-    local = _launcher("local")
-    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == 2
-    slurm = _launcher("slurm")
-    assert slurm._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert (slurm.cpus_per_task, slurm.mem_gb, slurm.timeout_min, slurm.max_num_timeout) == (2, 8, 60, 0)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
-                    reason="hydra-ray-launcher not installed (the `ray` extra conflicts with joblib: own environment)")
-def test_ray_launcher_config_composes():
-    ray = _launcher("ray_cluster")
-    assert ray._target_.endswith("RayLauncher") and ray.ray.remote.num_cpus == 2
 
 
 # ---------------------------------------------------------------- real multiruns

@@ -21,19 +21,23 @@ from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld, TrueWorldConfig
 from envs.vector_env import CampaignVectorEnv
 from experiments.collect import generate_logs, make_env_factory
-from experiments.fidelity import ece_vs_truth, paired_auc_difference
+from experiments.fidelity import paired_auc_difference
 from recsys.data.profiles import profiles_from_logs
 from recsys.data.sequences import sequences_from_logs
 from recsys.data.splits import split_users
 from recsys.simulator.io import CATALOG_FILE, load_simulator
 from recsys.simulator.response_model import (
+    LogisticResponseModel,
+    ResponseModel,
     ResponseModelConfig,
     fit_response_model,
     load_response_model,
     predict,
+    predict_all_actions,
     save_response_model,
 )
 from recsys.simulator.user_gan import UserGANConfig, fit_user_gan
+from recsys.stats import expected_calibration_error as ece_vs_truth
 
 TINY_MODEL = ResponseModelConfig(epochs=3, patience=2, hidden_dim=16, embed_dim=8)
 
@@ -84,6 +88,27 @@ def test_training_beats_an_untrained_model_and_artifact_round_trips(data, tmp_pa
     again = load_response_model(tmp_path / "rm")
     np.testing.assert_array_equal(predict(model, test)["click"], predict(again, test)["click"])
     assert not list((tmp_path / "rm").glob("*.tmp"))
+
+
+def test_logistic_response_model_is_its_own_class_and_round_trips(data, tmp_path):
+    """``history_encoder="logistic"`` builds LogisticResponseModel (no history: the step-by-step
+    state stays None), and save/load gives it back with the same probabilities."""
+    _, train, validation, test = data
+    model = fit_response_model(train, validation, replace(TINY_MODEL, history_encoder="logistic"), progress=False)
+    assert type(model) is LogisticResponseModel and not isinstance(model, ResponseModel)
+    save_response_model(model, tmp_path / "rm")
+    again = load_response_model(tmp_path / "rm")
+    assert type(again) is LogisticResponseModel and again.spec == model.spec
+    for fn in (predict, predict_all_actions):
+        for key, p in fn(model, test).items():
+            np.testing.assert_array_equal(p, fn(again, test)[key], err_msg=key)
+    u, state = again.initial_state(torch.as_tensor(test.profile_cat[:5]),
+                                   torch.as_tensor(test.profile_num[:5], dtype=torch.float32))
+    actions = torch.as_tensor(test.actions[:5, 0])
+    assert state is None and again.advance(state, actions, torch.ones(5), torch.zeros(5)) is None
+    with torch.no_grad():
+        step = torch.sigmoid(again.step_logits(u, state, actions)).double().numpy()
+    np.testing.assert_allclose(step[:, 0], predict(again, test.subset(np.arange(5)))["click"][:, 0], rtol=1e-6)
 
 
 def test_missing_or_corrupt_artifacts_fail_with_the_file_name(simulator_dir, tmp_path):

@@ -73,6 +73,8 @@ def test_other_policies_and_campaigns(policy, campaign, n_items):
     assert np.all((prop > 0) & (prop <= 1))
     if policy == "bts":
         assert prop.std() > 0  # Bernoulli Thompson sampling: propensities vary per impression
+    else:
+        assert np.allclose(prop, 1 / n_items)  # uniform over the campaign's items
 
 
 def test_affinity_columns_are_optional(random_all):

@@ -1,4 +1,4 @@
-"""The Open Bandit Dataset OPE experiment (experiments.obd_ope): the BTS action distribution,
+"""The Open Bandit Dataset OPE experiment (experiments.obd): the BTS action distribution,
 IPS/SNIPS on the Random policy itself, the end-to-end `experiment=obd` run, one-line errors."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments import config as config_module
-from experiments.obd_ope import (
+from experiments.obd import (
     Rows,
     bts_action_dist,
     fit_reward_model,
@@ -72,10 +72,16 @@ def test_random_policy_ips_and_snips_equal_the_mean_click(random_all):
     data = ope_data(random_all, uniform_action_dist(80))
     assert np.allclose(data.weights(), 1.0)
     mean_click = random_all.click.mean()
+    half = ope_data(Rows(**{**vars(random_all), **{k: getattr(random_all, k)[: len(random_all.item) // 4]
+                                                      for k in ("item", "position", "click", "propensity", "user")}}),
+                    uniform_action_dist(80))
     for est in (IPS(), SNIPS()):
-        iv = est.estimate(data, n_boot=100)
+        iv = est.estimate(data, n_boot=200)
         assert iv.mean == pytest.approx(mean_click, abs=1e-12), est.name
-        assert iv.ci_low <= mean_click <= iv.ci_high
+        # a quarter of the rows: the percentile CI is about twice as wide (1 / sqrt(n))
+        quarter = est.estimate(half, n_boot=200)
+        ratio = (quarter.ci_high - quarter.ci_low) / (iv.ci_high - iv.ci_low)
+        assert 1.5 < ratio < 2.7, (est.name, ratio)
 
 
 def test_each_row_is_weighted_by_its_position(random_all):
@@ -113,14 +119,22 @@ def test_experiment_obd_writes_every_campaign_and_estimator(obd_run):
     results = json.loads((obd_run / "results.json").read_text())
     assert set(results["ope"]) == {f"bts_{c}" for c in CAMPAIGNS}
     for policy, res in results["ope"].items():
+        campaign = policy.removeprefix("bts_")
         truth, (lo, hi) = res["true_value"], res["true_value_ci"]
-        assert 0 < lo <= truth <= hi < 0.05, policy  # OBD click rates are well below 1%
+        assert truth == pytest.approx(Rows.from_table(load_obd("bts", campaign)).click.mean())  # the BTS logs
+        assert 0 < lo and hi < 0.05, policy  # OBD click rates are well below 1%
         assert set(res["estimators"]) == ESTIMATORS
         for name, e in res["estimators"].items():
             values = [e["estimate"], e["ci_low"], e["ci_high"], e["rel_error"]]
             assert all(isinstance(v, float) and math.isfinite(v) for v in values), (policy, name, e)
-            assert e["ci_low"] <= e["estimate"] <= e["ci_high"], (policy, name)
             assert e["rel_error"] == pytest.approx(abs(e["estimate"] - truth) / truth)
+        # IPS by hand: mean over Random rows of pi(item | position) / propensity * click, with the
+        # run's BTS distribution (its seed is [experiment seed, campaign index])
+        random = Rows.from_table(load_obd("random", campaign))
+        alpha, beta = load_bts_prior(campaign, N_ITEMS[campaign])
+        dist = bts_action_dist(alpha, beta, 3, 5000, seed=[0, CAMPAIGNS.index(campaign)])
+        ips = np.mean(dist[random.item, random.position] / random.propensity * random.click)
+        assert res["estimators"]["ips"]["estimate"] == pytest.approx(ips, rel=1e-9), policy
     assert results["config"]["experiment"]["kind"] == "obd" and results["provenance"]["packages"]["numpy"]
     for name in ("report.md", "report.html", "obd_ope.png", "logs.parquet"):
         assert (obd_run / name).stat().st_size > 0, name

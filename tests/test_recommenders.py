@@ -11,7 +11,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from agents.base import OnlinePolicy, Policy
+from agents.base import OnlinePolicy, Policy, logged_action_probs
 from agents.recommender_policy import RecommenderPolicy, StatefulRecommenderPolicy
 from agents.reference import LoggingPolicy
 from envs.campaign import CampaignConfig
@@ -190,10 +190,16 @@ def test_stateful_policy_tracks_users_and_resets_new_episodes(name, fitted):
 @pytest.mark.parametrize("name", NAMES)
 def test_logged_action_probs_cover_every_logged_step(name, fitted, splits):
     test = splits["test"].subset(np.arange(40))
-    probs = RecommenderPolicy(fitted[name], mode="softmax").logged_action_probs(test)
+    policy = RecommenderPolicy(fitted[name], mode="softmax")
+    probs = logged_action_probs(policy, test)
     mask = test.data.mask
     np.testing.assert_allclose(probs[mask].sum(axis=1), 1.0)
     assert np.all(probs[mask][~test.masks[mask]] == 0.0) and not probs[~mask].any()
+    # the replay is the policy's own computation: the same scores the recommender gives on the
+    # logged history (stateful models replay it), through the policy's softmax
+    scores = fitted[name].logged(test, "scores")[mask]
+    expected = policy._probs(scores, policy._allowed(test.masks[mask], int(mask.sum())))
+    np.testing.assert_allclose(probs[mask], expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize(

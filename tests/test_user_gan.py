@@ -20,8 +20,10 @@ from envs import rng
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
 from envs.vector_env import CampaignVectorEnv
+from envs.world import Profiles
 from experiments.collect import generate_logs
-from recsys.data.profiles import ProfileData, profiles_from_logs
+from recsys.artifacts import ModelDirError
+from recsys.data.profiles import profiles_from_logs
 from recsys.simulator.profile_fidelity import (
     c2st_auc,
     correlation_matrices,
@@ -34,7 +36,6 @@ from recsys.simulator.user_gan import (
     IndependentMarginalsSampler,
     UserGAN,
     UserGANConfig,
-    UserGANLoadError,
     fit_user_gan,
 )
 
@@ -46,12 +47,12 @@ TINY = dict(
 )
 
 
-def _true_profiles(n: int, first_seed: int = 0) -> ProfileData:
+def _true_profiles(n: int, first_seed: int = 0) -> Profiles:
     """n TrueWorld profiles drawn straight from the world (no logging needed)."""
     world = TrueWorld(WORLD, n_users=n)
     p = world.reset_users(np.arange(n), rng.seed_key(np.arange(n) + first_seed))
     schema = world.profile_schema
-    return ProfileData(p.categorical, p.numeric, tuple(schema.categorical), tuple(schema.numeric),
+    return Profiles(p.categorical, p.numeric, tuple(schema.categorical), tuple(schema.numeric),
                        tuple(schema.categorical.values()))
 
 
@@ -64,12 +65,12 @@ def logs() -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def data() -> ProfileData:
+def data() -> Profiles:
     return _true_profiles(3000)
 
 
 @pytest.fixture(scope="module")
-def gan(data: ProfileData) -> UserGAN:
+def gan(data: Profiles) -> UserGAN:
     return fit_user_gan(data, UserGANConfig(**TINY), progress=False)
 
 
@@ -121,7 +122,7 @@ def test_sample_keys_depends_only_on_the_key(gan: UserGAN) -> None:
     np.testing.assert_array_equal(gan.sample(100, seed=4).numeric, sample.numeric[:100])
 
 
-def test_codes_within_cardinality(gan: UserGAN, data: ProfileData) -> None:
+def test_codes_within_cardinality(gan: UserGAN, data: Profiles) -> None:
     cat, num = gan.sample_keys(rng.seed_key(np.arange(3000)))
     assert cat.shape == (3000, 2) and cat.dtype == np.int64
     assert num.shape == (3000, 3) and num.dtype == np.float64 and np.all(np.isfinite(num))
@@ -129,7 +130,7 @@ def test_codes_within_cardinality(gan: UserGAN, data: ProfileData) -> None:
         assert cat[:, j].min() >= 0 and cat[:, j].max() < k
 
 
-def test_fit_is_reproducible(data: ProfileData, gan: UserGAN) -> None:
+def test_fit_is_reproducible(data: Profiles, gan: UserGAN) -> None:
     seen: list[int] = []
     same = fit_user_gan(data, UserGANConfig(**TINY), progress=False, callback=lambda step, _: seen.append(step))
     assert seen == [25, 50, 75, 100, 125, 150]  # observing training does not change it:
@@ -169,7 +170,7 @@ def test_load_errors_name_the_file(gan: UserGAN, tmp_path: Path, name: str, cont
         (path / name).unlink()
     else:
         (path / name).write_bytes(content)
-    with pytest.raises(UserGANLoadError, match=name) as e:
+    with pytest.raises(ModelDirError, match=name) as e:
         UserGAN.load(path)
     assert "\n" not in str(e.value)
 
@@ -188,7 +189,7 @@ def test_config_errors_name_the_field(field: str, value) -> None:
 
 
 # ------------------------------------------------------------------------------------- baseline
-def test_independent_marginals_match_marginals_but_not_dependence(data: ProfileData) -> None:
+def test_independent_marginals_match_marginals_but_not_dependence(data: Profiles) -> None:
     n = 20_000
     synthetic = IndependentMarginalsSampler(data).sample(n, seed=1)
     n_eff = len(data) * n / (len(data) + n)
@@ -212,14 +213,14 @@ def test_c2st_is_half_for_one_distribution_and_near_one_for_different_ones() -> 
     a, b = _true_profiles(n, 0), _true_profiles(n, 10_000)
     # under H0 the AUC's standard error is ~sqrt((2n + 1) / (12 n^2)) = 0.0105 here; allow ~5 of them
     assert abs(c2st_auc(a, b) - 0.5) < 0.05
-    shifted = ProfileData(b.categorical, b.numeric + np.array([40.0, 0.0, 0.0]), b.categorical_names,
+    shifted = Profiles(b.categorical, b.numeric + np.array([40.0, 0.0, 0.0]), b.categorical_names,
                           b.numeric_names, b.cardinalities)
     assert c2st_auc(a, shifted) > 0.97
     swapped = (np.roll(b.categorical, 1, axis=1) % 3, b.numeric)  # (categorical, numeric) tuples work too
     assert c2st_auc((a.categorical, a.numeric), swapped) > 0.9
 
 
-def test_training_reduces_c2st(data: ProfileData) -> None:
+def test_training_reduces_c2st(data: Profiles) -> None:
     """Calibration is switched off so that only what the networks learned is measured."""
     holdout = _true_profiles(2000, 50_000)
     untrained = fit_user_gan(data, UserGANConfig(**{**TINY, "steps": 0, "calibrate": False}), progress=False)
@@ -230,14 +231,14 @@ def test_training_reduces_c2st(data: ProfileData) -> None:
     assert auc_trained < auc_untrained - 0.05, (auc_untrained, auc_trained)  # measured: 0.92 -> 0.78
 
 
-def test_calibration_matches_training_marginals(gan: UserGAN, data: ProfileData) -> None:
+def test_calibration_matches_training_marginals(gan: UserGAN, data: Profiles) -> None:
     synthetic = gan.sample(20_000, seed=2)
     n_eff = len(data) * 20_000 / (len(data) + 20_000)
     assert max(marginal_tv(data, synthetic).values()) < 2.0 * np.sqrt(6 / n_eff)
     assert max(marginal_ks(data, synthetic).values()) < 1.95 / np.sqrt(n_eff)
 
 
-def test_fidelity_report_plot_and_tensorboard(data: ProfileData, gan: UserGAN, tmp_path: Path) -> None:
+def test_fidelity_report_plot_and_tensorboard(data: Profiles, gan: UserGAN, tmp_path: Path) -> None:
     holdout = _true_profiles(600, 70_000)
     report = profile_fidelity(holdout, gan.sample(600, 1), IndependentMarginalsSampler(data).sample(600, 1), n_folds=3)
     for key in ("c2st_auc", "c2st_auc_marginals_baseline", "correlation_diff"):

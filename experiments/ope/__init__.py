@@ -2,6 +2,7 @@
 
 ``data``: the validated input (``OPEData``); ``estimators``: DM, IPS, SNIPS, DR, SNDR,
 Switch-DR, DRos, PDIS, WDR behind one ``Estimator`` interface; ``fqe``: fitted Q evaluation;
+``registry``: every estimator by name with its target, and ``EstimatorConfig`` (which to run);
 ``evaluate``: reward models, policy probabilities on logged states, all estimators at once;
 ``study``: repeated TrueWorld log draws against on-policy true values (the ``ope`` section of
 ``results.json``).
@@ -21,6 +22,12 @@ from experiments.ope.estimators import (
     SwitchDR,
 )
 from experiments.ope.fqe import FQE
+from experiments.ope.registry import (
+    ESTIMATORS,
+    PER_DECISION_ESTIMATORS,
+    SEQUENTIAL_ESTIMATORS,
+    EstimatorConfig,
+)
 
-__all__ = ["FQE", "IPS", "PDIS", "SNDR", "SNIPS", "WDR", "DRos", "DirectMethod", "DoublyRobust", "Estimator",
-           "OPEData", "SwitchDR"]
+__all__ = ["ESTIMATORS", "FQE", "IPS", "PDIS", "PER_DECISION_ESTIMATORS", "SEQUENTIAL_ESTIMATORS", "SNDR", "SNIPS",
+           "WDR", "DRos", "DirectMethod", "DoublyRobust", "Estimator", "EstimatorConfig", "OPEData", "SwitchDR"]

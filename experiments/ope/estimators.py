@@ -31,8 +31,10 @@ model and n the number of users:
   v_it = rho_it / sum_j rho_jt, v_i,-1 = 1/n, V(s) = sum_a pi(a|s) Q(s, a)
   (Thomas & Brunskill 2016, eq. 9 with Q = FQE's Q-function when given, else q-hat)
 
-Written here rather than taken from OBP: obp cannot be installed with current pandas/Python
-(see DESIGN.md), and the sequential estimators are not in it.
+Written here rather than taken from OBP: obp cannot be installed with its dependencies on
+current pandas/Python (the OBD experiment uses its wheel with ``--no-deps``, for the data and
+the BTS prior only), and the sequential estimators are not in it. ``experiments.ope.registry``
+lists every estimator by name.
 """
 
 from __future__ import annotations
@@ -44,14 +46,16 @@ from typing import ClassVar
 import numpy as np
 
 from experiments.ope.data import OPEData
-from recsys.stats import Interval, bootstrap_counts
+from recsys.stats import Interval, bootstrap_counts, percentile_interval
 
-PER_DECISION, SEQUENTIAL = "per_decision", "sequential"
+PER_DECISION, SEQUENTIAL = "per_decision", "sequential"  # an estimator's ``kind``: its target (module docstring)
 
 
 @dataclass
 class Estimator(ABC):
-    """Base interface: ``estimate(data)`` -> point estimate with a percentile-bootstrap CI."""
+    """Base interface: ``estimate(data)`` -> point estimate with a percentile-bootstrap CI.
+    ``name`` is the estimator's results.json key, ``kind`` its target (``PER_DECISION`` or
+    ``SEQUENTIAL``)."""
 
     name: ClassVar[str]
     kind: ClassVar[str]
@@ -71,9 +75,7 @@ class Estimator(ABC):
         stats = self.statistics(data)
         n = data.n_users
         point = float(self.combine(stats.sum(axis=0), n))
-        boots = self.combine(bootstrap_counts(n, n_boot, seed) @ stats, n)
-        lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-        return Interval(point, float(lo), float(hi))
+        return percentile_interval(point, self.combine(bootstrap_counts(n, n_boot, seed) @ stats, n), level)
 
 
 def _per_user(x: np.ndarray) -> np.ndarray:
@@ -211,7 +213,3 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den, 0 where den == 0 (no weight at all: the term has no support)."""
     return np.divide(num, den, out=np.zeros(np.broadcast_shapes(num.shape, den.shape)), where=den != 0)
 
-
-def closed_form_estimators() -> list[Estimator]:
-    """Every estimator that needs no fitting, with its default hyperparameters."""
-    return [DirectMethod(), IPS(), SNIPS(), DoublyRobust(), SNDR(), SwitchDR(), DRos(), PDIS(), WDR()]

@@ -10,7 +10,7 @@ learned simulator's response model (embeddings + GRU over the logged history);
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,52 +20,14 @@ from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig, replay_oracle
 from envs.world import Catalog
 from experiments.ope.data import OPEData
-from experiments.ope.estimators import (
-    IPS,
-    PDIS,
-    SNDR,
-    SNIPS,
-    WDR,
-    DirectMethod,
-    DoublyRobust,
-    DRos,
-    Estimator,
-    SwitchDR,
-)
+from experiments.ope.estimators import Estimator
 from experiments.ope.fqe import FQE
 from recsys.data.replay import LoggedData
 from recsys.data.sequences import SequenceData
 from recsys.simulator.response_model import predict_all_actions
 from recsys.stats import Interval
 
-ESTIMATORS = ("dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os", "pdis", "wdr", "fqe")
 RewardModel = Callable[[SequenceData], np.ndarray]
-
-
-@dataclass
-class EstimatorConfig:
-    """Which estimators to run and their hyperparameters (``experiment.ope`` in Hydra)."""
-
-    names: list[str] = field(default_factory=lambda: list(ESTIMATORS))
-    switch_tau: float = 20.0
-    dr_os_lambda: float = 100.0
-    fqe_iterations: int = 20
-    fqe_epochs: int = 2
-    fqe_hidden: list[int] = field(default_factory=lambda: [64, 64])
-
-    def __post_init__(self) -> None:
-        unknown = [n for n in self.names if n not in ESTIMATORS]
-        if unknown:
-            raise ValueError(f"experiment.ope.estimators.names: unknown {unknown}, expected some of {list(ESTIMATORS)}")
-
-    def build(self, seed: int = 0) -> list[Estimator]:
-        """The configured estimators, FQE first (WDR uses its Q-function)."""
-        every: dict[str, Estimator] = {
-            "fqe": FQE(hidden=tuple(self.fqe_hidden), iterations=self.fqe_iterations, epochs=self.fqe_epochs, seed=seed),
-            "dm": DirectMethod(), "ips": IPS(), "snips": SNIPS(), "dr": DoublyRobust(), "sndr": SNDR(),
-            "switch_dr": SwitchDR(tau=self.switch_tau), "dr_os": DRos(lam=self.dr_os_lambda), "pdis": PDIS(), "wdr": WDR(),
-        }
-        return [every[n] for n in sorted(self.names, key=lambda n: n != "fqe")]
 
 
 # --------------------------------------------------------------------------- rewards

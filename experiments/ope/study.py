@@ -29,13 +29,13 @@ from experiments.collect import make_env_factory, rollout
 from experiments.ope.data import OPEData
 from experiments.ope.estimators import PER_DECISION, DirectMethod
 from experiments.ope.evaluate import (
-    EstimatorConfig,
     RewardModel,
     estimate_all,
     logged_rewards,
     oracle_rewards,
     policy_probs,
 )
+from experiments.ope.registry import EstimatorConfig
 from recsys.data.replay import LoggedData
 from recsys.data.sequences import sequences_from_logs
 from recsys.stats import Interval, bootstrap_mean

@@ -1,74 +1,18 @@
-"""One observable profile per user, as read from logs (what the user GAN fits and is judged on)."""
+"""One observable profile per user, as read from logs (what the user GAN fits and is judged on),
+in the one profile container, ``envs.world.Profiles``."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from envs.world import Profiles
 from recsys.data.schema import CAT_PREFIX, NUM_PREFIX, log_metadata
 
 MIN_USERS = 100
 
 
-@dataclass(frozen=True)
-class ProfileData:
-    """One observable profile per user: categorical codes, numeric values and their names."""
-
-    categorical: np.ndarray  # (n, n_cat) int64 codes in [0, cardinality)
-    numeric: np.ndarray  # (n, n_num) float64
-    categorical_names: tuple[str, ...]  # without the cat_ prefix
-    numeric_names: tuple[str, ...]  # without the num_ prefix
-    cardinalities: tuple[int, ...]  # number of codes of each categorical feature
-    user_ids: np.ndarray | None = None  # (n,) int64, when the rows come from logs
-
-    def __post_init__(self) -> None:
-        cat = np.asarray(self.categorical, dtype=np.int64)
-        num = np.asarray(self.numeric, dtype=np.float64)
-        if cat.ndim != 2 or num.ndim != 2:
-            raise ValueError(f"profiles: categorical and numeric must be 2-d, got shapes {cat.shape} and {num.shape}")
-        object.__setattr__(self, "categorical", cat)
-        object.__setattr__(self, "numeric", num)
-        object.__setattr__(self, "categorical_names", tuple(self.categorical_names))
-        object.__setattr__(self, "numeric_names", tuple(self.numeric_names))
-        object.__setattr__(self, "cardinalities", tuple(int(c) for c in self.cardinalities))
-        if len(cat) != len(num):
-            raise ValueError(f"profiles: categorical has {len(cat)} rows but numeric has {len(num)}")
-        if cat.shape[1] != len(self.categorical_names) or len(self.cardinalities) != len(self.categorical_names):
-            raise ValueError(
-                f"profiles.categorical: {cat.shape[1]} columns, {len(self.categorical_names)} names and "
-                f"{len(self.cardinalities)} cardinalities; they must match"
-            )
-        if num.shape[1] != len(self.numeric_names):
-            raise ValueError(f"profiles.numeric: {num.shape[1]} columns but {len(self.numeric_names)} names")
-        for j, (name, card) in enumerate(zip(self.categorical_names, self.cardinalities, strict=True)):
-            if len(cat) and (cat[:, j].min() < 0 or cat[:, j].max() >= card):
-                raise ValueError(f"profiles.categorical.{name}: codes must be in [0, {card})")
-        if not np.all(np.isfinite(num)):
-            raise ValueError("profiles.numeric: values must be finite")
-        if self.user_ids is not None:
-            ids = np.asarray(self.user_ids, dtype=np.int64)
-            if ids.shape != (len(cat),):
-                raise ValueError(f"profiles.user_ids: expected shape ({len(cat)},), got {ids.shape}")
-            object.__setattr__(self, "user_ids", ids)
-
-    def __len__(self) -> int:
-        return len(self.categorical)
-
-    @property
-    def n_users(self) -> int:
-        return len(self.categorical)
-
-    def subset(self, rows: np.ndarray) -> ProfileData:
-        """The profiles of ``rows`` (a boolean mask or integer indices)."""
-        return ProfileData(
-            self.categorical[rows], self.numeric[rows], self.categorical_names, self.numeric_names,
-            self.cardinalities, None if self.user_ids is None else self.user_ids[rows],
-        )
-
-
-def profiles_from_logs(table: pa.Table, min_users: int = MIN_USERS) -> ProfileData:
+def profiles_from_logs(table: pa.Table, min_users: int = MIN_USERS) -> Profiles:
     """One profile per user from a logs table (``recsys.data.schema``): the ``cat_<name>`` and
     ``num_<name>`` columns of each user's first logged row (lowest ``step``). Cardinalities
     come from the ``campaign_gym`` metadata's ``categorical_cardinality`` when declared, else
@@ -99,7 +43,7 @@ def profiles_from_logs(table: pa.Table, min_users: int = MIN_USERS) -> ProfileDa
     cards = tuple(
         int(declared[name]) if name in declared else int(cat[:, j].max()) + 1 for j, name in enumerate(cat_names)
     )
-    return ProfileData(
+    return Profiles(
         categorical=cat.astype(np.int64), numeric=num.astype(np.float64), categorical_names=cat_names,
         numeric_names=tuple(c[len(NUM_PREFIX):] for c in num_cols), cardinalities=cards, user_ids=users[first],
     )

@@ -11,6 +11,7 @@ probabilities on logged rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,3 +158,18 @@ class LoggedData:
         sel = self.selection(target)
         label = self.data.conversion if target == "conversion" else self.data.click
         return self.obs[sel], self.data.actions[sel] - 1, label[sel].astype(np.float32)
+
+
+def replay_history(logged: LoggedData, evaluate: Callable[[int, np.ndarray], np.ndarray],
+                   advance: Callable[[int, np.ndarray], None], width: int) -> np.ndarray:
+    """The one walk through the logged history: (U, T, width) ``evaluate(t, active)`` at every
+    logged step ``t`` (``active``: users with a real step ``t``), each followed by
+    ``advance(t, active)`` so that any per-user state (a stateful recommender's, a policy's)
+    follows the *logged* actions and outcomes; zeros on padding."""
+    d = logged.data
+    out = np.zeros((*d.mask.shape, width))
+    for t in range(d.horizon):
+        active = d.mask[:, t]
+        out[:, t] = np.where(active[:, None], evaluate(t, active), 0.0)
+        advance(t, active)
+    return out

@@ -1,7 +1,7 @@
 """The logs schema and its validator.
 
 The schema is the contract a user with their own data must produce (one parquet file; TrueWorld
-logs and real logs such as the Open Bandit Dataset, see ``recsys.obd``, use the same one). One
+logs and real logs such as the Open Bandit Dataset, see ``recsys.data.obd``, use the same one). One
 row is one decision the logging policy took for one user.
 
 Required columns

@@ -28,14 +28,12 @@ for click models HR@k / NDCG@k of the clicked offer among the offers allowed at 
 (ties count against the model, so a constant scorer gets no credit).
 
 Written here instead of imported: RecBole and DeepCTR-Torch are not usable in this stack
-(pinned ray, pickle loads broken by torch >= 2.6, network calls at import; see DESIGN.md),
+(pinned ray, pickle loads broken by torch >= 2.6, network calls at import),
 and each baseline is a few dozen lines of PyTorch or numpy on top of this module.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import time
 from abc import ABC, abstractmethod
@@ -47,16 +45,17 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from recsys.artifacts import atomic_write_dir, json_bytes
-from recsys.data.replay import FeatureSpec, LoggedData
+from recsys.artifacts import CONFIG_FILE, ModelDirError, blame_file, load_model_dir, save_model_dir
+from recsys.data.replay import FeatureSpec, LoggedData, replay_history
 from recsys.numerics import flush_denormals
-from recsys.stats import log_loss, roc_auc
+from recsys.stats import log_loss
+from recsys.stats import rank_auc as roc_auc
+from recsys.training import fit_early_stopping
 
 State = dict[str, Any]  # per-user numpy arrays or torch tensors, leading dimension = users
 TARGETS = ("click", "conversion")
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "weights.pt"
+WEIGHTS_FILE = "weights.pt"
 _EPS = 1e-7  # probability clip for logloss and log-odds
 _CHUNK = 16_384  # rows per forward pass when scoring many logged rows
 
@@ -165,18 +164,20 @@ class Recommender(ABC):
         replaying each user's logged history before that step; zeros on padding."""
         fn: Callable[[np.ndarray, State | None], np.ndarray] = getattr(self, method)
         d = logged.data
-        out = np.zeros((*d.mask.shape, self.spec.n_actions))
-        if not self.stateful:
+        if not self.stateful:  # no history to replay: all logged rows at once
             rows = logged.obs[d.mask]
+            out = np.zeros((*d.mask.shape, self.spec.n_actions))
             out[d.mask] = np.concatenate([fn(rows[i:i + _CHUNK], None) for i in range(0, len(rows), _CHUNK)] or
                                          [np.zeros((0, out.shape[-1]))])
             return out
         state = self.initial_state(logged.obs[:, 0])
-        for t in range(d.horizon):
-            out[:, t] = np.where(d.mask[:, t, None], fn(logged.obs[:, t], state), 0.0)
+
+        def advance(t: int, active: np.ndarray) -> None:
+            nonlocal state
             state = self.advance(state, logged.obs[:, t], d.actions[:, t], d.click[:, t] > 0,
-                                 d.conversion[:, t] > 0, d.mask[:, t])
-        return out
+                                 d.conversion[:, t] > 0, active)
+
+        return replay_history(logged, lambda t, _: fn(logged.obs[:, t], state), advance, self.spec.n_actions)
 
     def offline_metrics(self, test: LoggedData, k: int = 5) -> dict[str, float]:
         """Metrics of the prediction on held-out users (module docstring)."""
@@ -201,36 +202,27 @@ class Recommender(ABC):
         raise NotImplementedError
 
     def save(self, directory: str | Path) -> Path:
-        """``config.json`` (name, config, feature spec) and ``weights.pt`` (a dict of tensors,
-        loadable with ``torch.load(weights_only=True)``), written atomically as a set."""
+        """``config.json`` (name, config, feature spec) and ``weights.pt`` (a dict of tensors),
+        written atomically as a set (``recsys.artifacts.save_model_dir``)."""
         if self.spec is None:
             raise ValueError(f"{self.name}: not fitted; call fit() before save()")
-        buf = io.BytesIO()
-        torch.save(self._tensors(), buf)
         meta = {"recommender": self.name, "config": asdict(self.config), "spec": asdict(self.spec),
                 "fit_seconds": self.fit_seconds}
-        return atomic_write_dir(directory, {CONFIG_FILE: json_bytes(meta), WEIGHTS_FILE: buf.getvalue()})
+        return save_model_dir(directory, meta, self._tensors(), WEIGHTS_FILE)
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
+        """Load a directory written by ``save``; one-line errors naming the file at fault."""
         directory = Path(directory)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name}: missing recommender file; save() writes it")
-        meta = json.loads((directory / CONFIG_FILE).read_text())
+        meta, tensors, _ = load_model_dir(directory, WEIGHTS_FILE, "recommender", "save() writes it")
         if meta.get("recommender") != cls.name:
-            raise ValueError(f"{directory / CONFIG_FILE}: holds recommender {meta.get('recommender')!r}, not {cls.name!r}")
-        try:
+            raise ModelDirError(
+                f"{directory / CONFIG_FILE}: holds recommender {meta.get('recommender')!r}, not {cls.name!r}")
+        with blame_file(directory / CONFIG_FILE, f"not a {cls.name} config"):
             rec = cls(cls.config_class(**meta["config"]))
             rec.spec, rec.fit_seconds = FeatureSpec(**meta["spec"]), meta.get("fit_seconds")
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"{directory / CONFIG_FILE}: not a {cls.name} config ({str(exc).splitlines()[0]})") from None
-        try:
-            rec._restore(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except Exception as exc:  # unpickling and shape errors come in many types; all mean the same here
-            raise ValueError(
-                f"{directory / WEIGHTS_FILE}: cannot load the {cls.name} weights ({str(exc).splitlines()[0]})"
-            ) from None
+        with blame_file(directory / WEIGHTS_FILE, f"cannot load the {cls.name} weights"):
+            rec._restore(tensors)
         return rec
 
 
@@ -257,36 +249,12 @@ def train_module(
     train: dict[str, torch.Tensor], validation: dict[str, torch.Tensor], config: TrainConfig,
     desc: str, progress: bool,
 ) -> float:
-    """Adam on shuffled mini-batches of the rows of ``train``; stops after ``patience``
-    epochs without a lower ``validation`` loss (or ``max_seconds``) and restores the best
-    weights. Returns the best validation loss."""
+    """``recsys.training.fit_early_stopping`` on the rows (or users) of ``train``, the
+    validation loss taken on all of ``validation`` at once; restores the best weights and
+    returns the best validation loss. Reseeds the global torch RNG from ``config.seed``."""
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n = len(next(iter(train.values())))
-    best, best_state, bad, start = math.inf, None, 0, time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        module.train()
-        for idx in torch.randperm(n, generator=gen).split(config.batch_size):
-            loss = loss_fn(module, {k: v[idx] for k, v in train.items()})
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        module.eval()
-        with torch.no_grad():
-            val = float(loss_fn(module, validation))
-        bar.set_postfix(val=f"{val:.4f}")
-        if val < best - 1e-5:
-            best, bad, best_state = val, 0, {k: v.clone() for k, v in module.state_dict().items()}
-        else:
-            bad += 1
-        if bad >= config.patience or time.perf_counter() - start > config.max_seconds:
-            break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return best
+    return fit_early_stopping(module, loss_fn, train, lambda m: float(loss_fn(m, validation)), config, desc,
+                              progress, leave_bar=False)
 
 
 class TorchRecommender(Recommender):

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recsys.recommenders.base import TARGETS, PointwiseRecommender, Standardise, require
+from recsys.training import BestWeights
 
 
 @dataclass
@@ -80,7 +81,7 @@ class LogisticRecommender(PointwiseRecommender):
         rate = float(train["y"].mean().clamp(1e-4, 1 - 1e-4))
         with torch.no_grad():
             net.shared.bias.fill_(math.log(rate / (1 - rate)))
-        best, best_state = math.inf, None
+        best = BestWeights(min_improvement=0.0)
         for l2 in tqdm(sorted(self.config.l2, reverse=True), desc=f"logistic ({self.target})",
                        disable=not progress, leave=False):
             opt = torch.optim.LBFGS(net.parameters(), max_iter=self.config.max_iter, line_search_fn="strong_wolfe",
@@ -94,8 +95,6 @@ class LogisticRecommender(PointwiseRecommender):
 
             opt.step(closure)
             with torch.no_grad():
-                val = float(loss(net, validation))
-            if val < best:
-                best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
-        net.load_state_dict(best_state)
+                best.offer(net, float(loss(net, validation)))
+        best.restore(net)
         net.eval()

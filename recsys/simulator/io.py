@@ -17,13 +17,13 @@ from envs.learned_world import LearnedWorld
 from envs.vector_env import CampaignVectorEnv
 from envs.world import Catalog
 from recsys.artifacts import atomic_write_json
-from recsys.simulator.response_model import ResponseModel, load_response_model, save_response_model
+from recsys.simulator.response_model import BaseResponseModel, load_response_model, save_response_model
 from recsys.simulator.user_gan import UserGAN
 
 CATALOG_FILE, RESPONSE_MODEL_DIR, USER_GAN_DIR = "catalog.json", "response_model", "user_gan"
 
 
-def save_simulator(directory: str | Path, response_model: ResponseModel, user_gan: UserGAN, catalog: Catalog,
+def save_simulator(directory: str | Path, response_model: BaseResponseModel, user_gan: UserGAN, catalog: Catalog,
                    metrics: dict[str, Any] | None = None) -> Path:
     """Write the three parts (each atomically) and return ``directory``."""
     directory = Path(directory)

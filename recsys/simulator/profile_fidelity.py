@@ -14,31 +14,28 @@
   sampler (normally independent marginals) so a generator's score has a reference.
 * ``plot_marginals``: real vs synthetic marginals, one panel per feature, as a PNG.
 
-Profiles are passed as anything with ``.categorical`` (n, n_cat) int codes and ``.numeric``
-(n, n_num) floats (``recsys.user_gan.ProfileData``, ``envs.world.Profiles``) or as a
-``(categorical, numeric)`` tuple. Features are matched by column position.
+Profiles are passed as ``envs.world.Profiles`` (what ``profiles_from_logs`` and a user GAN's
+``sample`` return) or as a ``(categorical, numeric)`` tuple of arrays. Features are matched by
+column position.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from envs.world import Profiles
 from recsys.artifacts import atomic_write_bytes
+from recsys.stats import roc_auc
 
 _MAX_HGB_CATEGORIES = 255  # HistGradientBoosting's limit for a native categorical feature
 _PLOT_BINS = 50
 
 
-class ProfileArrays(Protocol):
-    categorical: np.ndarray
-    numeric: np.ndarray
-
-
-ProfileLike = ProfileArrays | tuple[np.ndarray, np.ndarray]
+ProfileLike = Profiles | tuple[np.ndarray, np.ndarray]
 
 
 def _arrays(x: ProfileLike, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -46,10 +43,10 @@ def _arrays(x: ProfileLike, name: str) -> tuple[np.ndarray, np.ndarray]:
         if len(x) != 2:
             raise ValueError(f"{name}: expected a (categorical, numeric) pair, got a tuple of {len(x)}")
         cat, num = x
-    elif hasattr(x, "categorical") and hasattr(x, "numeric"):
+    elif isinstance(x, Profiles):
         cat, num = x.categorical, x.numeric
     else:
-        raise TypeError(f"{name}: expected ProfileData/Profiles or a (categorical, numeric) tuple, got {type(x).__name__}")
+        raise TypeError(f"{name}: expected Profiles or a (categorical, numeric) tuple, got {type(x).__name__}")
     cat = np.asarray(cat)
     num = np.asarray(num, dtype=np.float64)
     if cat.ndim != 2 or num.ndim != 2 or len(cat) != len(num):
@@ -85,7 +82,6 @@ def c2st_auc(real: ProfileLike, synthetic: ProfileLike, n_folds: int = 5, seed: 
     size of the smaller); folds are stratified and shuffled with ``seed``. With n rows per side
     the AUC of two samples of one distribution is 0.5 up to roughly ±1/sqrt(3 n)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
     (rc, rn), (sc, sn) = _pair(real, synthetic)
@@ -109,7 +105,7 @@ def c2st_auc(real: ProfileLike, synthetic: ProfileLike, n_folds: int = 5, seed: 
             categorical_features=is_cat if any(is_cat) else None, random_state=seed
         )
         clf.fit(x[train], y[train])
-        aucs.append(roc_auc_score(y[test], clf.predict_proba(x[test])[:, 1]))
+        aucs.append(roc_auc(y[test], clf.predict_proba(x[test])[:, 1]))
     return float(np.mean(aucs))
 
 

@@ -1,7 +1,8 @@
 """Open Bandit Dataset OPE: Bernoulli TS's click rate estimated from the Random logs.
 
-    python -m experiments.run experiment=obd                       # all, men, women; < 2 min on 2 cores
-    python -m experiments.run experiment=obd experiment.obd.campaigns=[men] experiment.obd.reward_l2=0.1
+    python -m experiments.obd                                      # all, men, women; < 2 min on 2 cores
+    python -m experiments.obd experiment.obd.campaigns=[men] experiment.obd.reward_l2=0.1
+    python -m experiments.run experiment=obd                       # the same, through the main entry point
 
 The standard OBD experiment (Saito et al. 2021, "Open Bandit Dataset and Pipeline"): ZOZOTOWN
 ran two policies side by side on the same traffic, uniform Random and Bernoulli Thompson
@@ -37,10 +38,10 @@ Reads top to bottom:
    so the estimators' percentile bootstrap resamples rows; the reward model stays fixed during
    the bootstrap (its fitting variance is left out). The on-policy value gets its own bootstrap
    CI over the BTS rows. ``rel_error = |estimate - on-policy| / on-policy``.
-5. **Outputs** in the Hydra run dir: ``results.json`` (``ope.bts_<campaign>`` per the contract in
-   DESIGN.md, plus config, provenance, data summaries and how well the prior-only BTS matches the
+5. **Outputs** in the Hydra run dir: ``results.json`` (``ope.bts_<campaign>``, the same shape as the
+   main job's ``ope`` entries, plus config, provenance, data summaries and how well the prior-only BTS matches the
    logged BTS traffic), ``logs.parquet`` (the Random logs used, a ``campaign`` column added),
-   ``obd_ope.png``, ``report.md`` / ``report.html`` and TensorBoard scalars.
+   ``obd_ope.png``, ``report.md`` / ``report.html`` (``experiments.report.obd``) and TensorBoard scalars.
 
 Caveat the report states: the production BTS updated its posterior during the week, the
 prior-only simulation does not, so the "on-policy" value belongs to a policy close to, not equal
@@ -51,15 +52,17 @@ on-policy CI alone is about +-30%).
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
+import hydra
 import numpy as np
 import pyarrow as pa
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from scipy import sparse
 from scipy.special import expit
@@ -69,9 +72,12 @@ from tqdm.auto import tqdm
 
 from experiments import config as config_module
 from experiments import setup_torch
+from experiments.aggregate import write_failure_marker
 from experiments.artifacts import provenance
 from experiments.ope.data import OPEData
-from experiments.report import save_figure, write_report
+from experiments.report.html import write_report
+from experiments.report.obd import obd_sections
+from experiments.report.plots import plot_estimates
 from recsys.artifacts import atomic_write_json
 from recsys.data.io import write_logs
 from recsys.data.obd import CAMPAIGNS, N_USER_FEATURES, load_obd, obd_item_context
@@ -292,6 +298,8 @@ def evaluate_campaign(campaign: str, obd: config_module.ObdConfig, seed: int, pr
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """The whole experiment; writes every artifact into ``out`` and returns results.json's content."""
     config = config_module.load(cfg)
+    if config.experiment.kind != "obd":
+        raise ValueError(f"experiment.kind: the OBD experiment needs experiment=obd, got {config.experiment.kind!r}")
     exp, obd = config.experiment, config.experiment.obd
     setup_torch(exp.torch_threads)
     bts_prior_file(obd.prior_path)  # fail before any work if the prior is missing
@@ -317,14 +325,9 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     atomic_write_json(out / "results.json", results)
     plot_estimates(ope, out / "obd_ope.png", obd.ci_level)
     _tensorboard(out / "tensorboard", results)
-    write_report(out, _sections(results), f"campaign-gym: Open Bandit Dataset OPE, seed {exp.seed}")
+    write_report(out, obd_sections(results), f"campaign-gym: Open Bandit Dataset OPE, seed {exp.seed}")
     log.info("wrote %s", out)
     return results
-
-
-def objective(results: dict[str, Any]) -> float:
-    """What a sweep minimises: the mean relative error over campaigns and estimators."""
-    return float(results["summary"]["objective"])
 
 
 def _combined_logs(tables: dict[str, pa.Table]) -> pa.Table:
@@ -345,28 +348,6 @@ def _combined_logs(tables: dict[str, pa.Table]) -> pa.Table:
     return table
 
 
-def plot_estimates(ope: dict[str, Any], path: Path, level: float) -> None:
-    """One panel per campaign: every estimate with its CI, the on-policy value and its CI as a band."""
-    fig, axes = plt.subplots(1, len(ope), figsize=(4.6 * len(ope), 3.4), squeeze=False)
-    for ax, (policy, res) in zip(axes[0], ope.items(), strict=True):
-        names = list(res["estimators"])[::-1]
-        est = [res["estimators"][n] for n in names]
-        x = [e["estimate"] for e in est]
-        err = [[e["estimate"] - e["ci_low"] for e in est], [e["ci_high"] - e["estimate"] for e in est]]
-        lo, hi = res["true_value_ci"]
-        ax.axvspan(lo, hi, color="tab:green", alpha=0.15, label=f"on-policy {level:.0%} CI")
-        ax.axvline(res["true_value"], color="tab:green", label="on-policy (BTS logs)")
-        ax.errorbar(x, names, xerr=err, fmt="o", color="tab:blue", capsize=3, label="estimate from Random logs")
-        ax.set_title(f"{policy.removeprefix('bts_')} campaign")
-        ax.set_xlabel("click rate")
-        ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"BTS click rate: OPE from Random logs vs on-policy, {level:.0%} bootstrap CIs")
-    fig.tight_layout()
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=3, fontsize=8,
-               bbox_to_anchor=(0.5, 0.0))
-    save_figure(fig, path)
-
-
 def _tensorboard(path: Path, results: dict[str, Any]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -379,60 +360,25 @@ def _tensorboard(path: Path, results: dict[str, Any]) -> None:
                 writer.add_scalar(f"obd/{policy}/estimate/{name}", e["estimate"])
 
 
-def _sections(results: dict[str, Any]) -> list[tuple[str, str]]:
-    obd = results["config"]["experiment"]["obd"]
-    ope = results["ope"]
-    level = f"{obd['ci_level']:.0%}"
-    setup = (
-        "Bernoulli TS (production prior of the obp wheel, "
-        f"{obd['n_sim']:,} simulated rankings) evaluated from the **Random** logs; truth = mean click of the "
-        "**BTS** logs of the same campaign. Each row (user, item, position) is one decision, weighted by "
-        "pi(item | position) / propensity, and the reward model predicts p(click | user, item, position) "
-        f"(logistic regression on one-hot user features, item, position and item context; "
-        f"{obd['cross_fit_folds']}-fold cross-fitted, C = {obd['reward_l2']}). "
-        f"CIs: {level} percentile bootstrap over rows ({obd['n_bootstrap']} resamples; reward model fixed). "
-        f"Code `{results['provenance']['git_commit']}`."
-    )
-    data = "| campaign | items | Random rows (clicks) | BTS rows (clicks) |\n|---|---|---|---|\n" + "\n".join(
-        f"| {c} | {d['n_items']} | {d['random_rows']:,} ({d['random_clicks']}) | {d['bts_rows']:,} ({d['bts_clicks']}) |"
-        for c, d in results["data"].items())
-    campaigns = [p.removeprefix("bts_") for p in ope]
-    names = list(next(iter(ope.values()))["estimators"])
-    rel = ("| estimator | " + " | ".join(campaigns) + " | mean |\n|---|" + "---|" * (len(campaigns) + 1) + "\n"
-           + "\n".join(f"| {n} | " + " | ".join(f"{ope[f'bts_{c}']['estimators'][n]['rel_error']:.3f}" for c in campaigns)
-                       + f" | {results['summary']['mean_rel_error'][n]:.3f} |" for n in names)
-           + "\n| on-policy click rate | " + " | ".join(
-               f"{ope[f'bts_{c}']['true_value']:.5f} [{ope[f'bts_{c}']['true_value_ci'][0]:.5f}, "
-               f"{ope[f'bts_{c}']['true_value_ci'][1]:.5f}]" for c in campaigns) + " | |")
-    sections = [("Setup", setup), ("Data", data), ("Relative error |estimate − on-policy| / on-policy", rel)]
-    for policy, res in ope.items():
-        lo, hi = res["true_value_ci"]
-        table = "| estimator | estimate | CI | rel. error | CI covers on-policy |\n|---|---|---|---|---|\n" + "\n".join(
-            f"| {n} | {e['estimate']:.5f} | [{e['ci_low']:.5f}, {e['ci_high']:.5f}] | {e['rel_error']:.3f} | "
-            f"{'yes' if e['covers_true_value'] else 'no'} |" for n, e in res["estimators"].items())
-        sections.append((f"{policy}: on-policy {res['true_value']:.5f} [{lo:.5f}, {hi:.5f}]", table))
-    match = results["bts_policy"]
-    sections.append((
-        "How close is the prior-only BTS to the BTS that logged?",
-        "| campaign | corr. with logged (item, position) frequencies | corr. with logged propensities | "
-        "mean TV distance per position | max weight |\n|---|---|---|---|---|\n" + "\n".join(
-            f"| {c} | {m['corr_with_logged_frequencies']:.3f} | {m['corr_with_logged_propensities']:.3f} | "
-            f"{m['total_variation_per_position']:.3f} | {m['max_weight']:.1f} |" for c, m in match.items())
-        + "\n\nThe production BTS updated its posterior during the week; the simulation uses the prior "
-          "only (as obp's benchmark does), so the on-policy value belongs to a close, not identical, policy. "
-          "With so few clicks the on-policy CI alone spans about ±30%: read relative errors with that in mind."))
-    fit = results["reward_model"]
-    tau = obd["estimators"]["switch_tau"]
-    below = [c for c, m in match.items() if m["max_weight"] <= tau]
-    sections.append((
-        "Reward model (cross-fitted on the Random logs)",
-        "| campaign | AUC | log loss | log loss of the constant rate |\n|---|---|---|---|\n" + "\n".join(
-            f"| {c} | {m['auc']:.3f} | {m['log_loss']:.5f} | {m['log_loss_constant']:.5f} |" if m["auc"] is not None
-            else f"| {c} | – | {m['log_loss']:.5f} | {m['log_loss_constant']:.5f} |" for c, m in fit.items())
-        + "\n\nA reward model that does not beat the constant click rate out of fold carries no usable signal: "
-          "DM then mostly returns the Random logs' click rate reweighted by position, and the DR family behaves "
-          "like IPS. DM's CI resamples rows with the model fixed, so it leaves out the model's own error and is "
-          "far too narrow."
-        + (f" Switch-DR equals DR on {', '.join(below)}: no weight exceeds tau = {tau:g}." if below else "")))
-    sections.append(("Estimates vs on-policy value", "![OPE estimates](obd_ope.png)"))
-    return sections
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float:
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run(cfg, out)
+    except Exception:  # FAILED.txt for experiments.aggregate, as experiments.run does
+        write_failure_marker(out)
+        log.exception("job failed; traceback in %s", out / "FAILED.txt")
+        raise
+    return float(results["summary"]["objective"])  # sweeps minimise the mean relative error
+
+
+def main() -> None:
+    """``python -m experiments.obd [overrides]``: ``experiment=obd`` unless another experiment is named."""
+    if not any(arg.startswith("experiment=") for arg in sys.argv[1:]):
+        sys.argv.insert(1, "experiment=obd")
+    config_module.register()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

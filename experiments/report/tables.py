@@ -2,9 +2,9 @@
 
 Every run writes ``policies.csv`` (world, policy, metric, mean, ci_low, ci_high; every metric
 of ``results.json``) and ``policies.tex`` (one booktabs table per world, one row per policy,
-"mean [low, high]" for the headline metrics, the best mean of each column in bold) next to its
-``results.json``; ``experiments.aggregate`` builds its tables across seeds from the same
-functions. An interval is the ``results.json`` dict ``{"mean", "ci_low", "ci_high"}``; the CI
+"mean [low, high]" for the headline metrics, 3 significant digits, the best mean of each column
+in bold) next to its ``results.json``; the sweep report (``experiments.report.aggregate``)
+builds its tables across seeds from the same functions. An interval is the ``results.json`` dict ``{"mean", "ci_low", "ci_high"}``; the CI
 bounds may be None (e.g. one seed only), printed as the mean alone.
 
     \\usepackage{booktabs}   % in the paper's preamble, then \\input{policies.tex}
@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from experiments.report.markdown import METRIC_LABELS, MISSING, interval_parts, is_number
 from recsys.artifacts import atomic_write_text
 
 Interval = Mapping[str, Any]  # {"mean": x, "ci_low": x | None, "ci_high": x | None, ...}
 Column = tuple[str, Mapping[str, Interval]]  # (header, row name -> interval)
 
 TABLE_METRICS = ("click_rate", "conversion_rate", "profit", "episode_length")  # higher is better for each
-METRIC_LABELS = {"click_rate": "click rate", "conversion_rate": "conversion rate", "profit": "profit / user",
-                 "episode_length": "episode length", "return": "return / user"}
 CSV_FIELDS = ("mean", "ci_low", "ci_high")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -63,35 +61,21 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _decimals(column: Mapping[str, Interval]) -> int:
-    """Digits after the point for a column: 3 for rates (< 1), 2 up to 100, 1 above."""
-    top = max((abs(iv["mean"]) for iv in column.values() if _finite(iv["mean"])), default=0.0)
-    return 3 if top < 1 else 2 if top < 100 else 1
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 def _best(column: Mapping[str, Interval]) -> set[str]:
-    means = {r: iv["mean"] for r, iv in column.items() if _finite(iv["mean"])}
+    means = {r: iv["mean"] for r, iv in column.items() if is_number(iv.get("mean"))}
     top = max(means.values(), default=None)
     return {r for r, m in means.items() if m == top}
 
 
-def _cell(iv: Interval | None, digits: int, bold: bool, latex: bool) -> str:
+def _cell(iv: Interval | None, bold: bool, latex: bool) -> str:
+    """"mean [low, high]" (``experiments.report.markdown.interval``), the mean in bold if ``bold``."""
     if iv is None:
-        return "–" if not latex else "--"
-
-    def num(x: float) -> str:
-        s = f"{x:.{digits}f}"
-        return s.replace("-", "$-$") if latex else s
-
-    mean = num(iv["mean"])
+        return "--" if latex else MISSING
+    mean, ci = interval_parts(iv)
+    if latex:
+        mean, ci = mean.replace("-", "$-$"), ci and ci.replace("-", "$-$")
     mean = (rf"\textbf{{{mean}}}" if latex else f"**{mean}**") if bold else mean
-    if not (_finite(iv.get("ci_low")) and _finite(iv.get("ci_high"))):
-        return mean
-    return f"{mean} [{num(iv['ci_low'])}, {num(iv['ci_high'])}]"
+    return mean if ci is None else f"{mean} {ci}"
 
 
 def latex_table(rows: Iterable[str], columns: Sequence[Column], caption: str, label: str,
@@ -100,7 +84,6 @@ def latex_table(rows: Iterable[str], columns: Sequence[Column], caption: str, la
     mean of each column in bold (ties: all of them). Names and headers are escaped. ``spans``
     (header, number of columns) adds a header row above the column headers, with cmidrules."""
     rows = list(rows)
-    digits = [_decimals(col) for _, col in columns]
     best = [_best(col) for _, col in columns]
     lines = [r"\begin{table}[t]", r"\centering", r"\small",
              rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
@@ -111,21 +94,19 @@ def latex_table(rows: Iterable[str], columns: Sequence[Column], caption: str, la
         lines.append(" ".join(rf"\cmidrule(lr){{{a}-{a + n - 1}}}" for a, (_, n) in zip(starts, spans, strict=True)))
     lines += [" & ".join([latex_escape(row_header)] + [latex_escape(h) for h, _ in columns]) + r" \\", r"\midrule"]
     for name in rows:
-        cells = [_cell(col.get(name), d, name in b, latex=True)
-                 for (_, col), d, b in zip(columns, digits, best, strict=True)]
+        cells = [_cell(col.get(name), name in b, latex=True) for (_, col), b in zip(columns, best, strict=True)]
         lines.append(" & ".join([latex_escape(name)] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def markdown_table(rows: Iterable[str], columns: Sequence[Column], row_header: str = "policy") -> str:
-    """The same table in Markdown (best mean per column in bold)."""
-    digits = [_decimals(col) for _, col in columns]
-    best = [_best(col) for _, col in columns]
-    lines = ["| " + " | ".join([row_header] + [h for h, _ in columns]) + " |", "|---|" + "---|" * len(columns)]
+def markdown_table(rows: Iterable[str], columns: Sequence[Column], row_header: str = "policy",
+                   bold: bool = True) -> str:
+    """The same table in Markdown (``bold``: the best mean per column in bold)."""
+    best = [_best(col) if bold else set() for _, col in columns]
+    lines = ["| " + " | ".join([row_header] + [h for h, _ in columns]) + " |", "|:---|" + "---:|" * len(columns)]
     for name in rows:
-        cells = [_cell(col.get(name), d, name in b, latex=False)
-                 for (_, col), d, b in zip(columns, digits, best, strict=True)]
+        cells = [_cell(col.get(name), name in b, latex=False) for (_, col), b in zip(columns, best, strict=True)]
         lines.append("| " + " | ".join([f"`{name}`"] + cells) + " |")
     return "\n".join(lines)
 

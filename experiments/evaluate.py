@@ -1,0 +1,78 @@
+"""Paired evaluation: every policy in every world on the same users with the same draws,
+the paired differences that carry the run's claims, and the sim-to-real agreement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau
+
+from envs.world import World
+from experiments.collect import EpisodeStats, make_env_factory, rollout
+from experiments.config import AgentConfig, EvaluationConfig
+from experiments.policies import Factory
+from recsys.stats import bootstrap_mean
+
+NOT_BASELINES = {"oracle_greedy", "nurture", "no_offer"}  # read the hidden state, or never act
+
+
+def evaluate_worlds(world_factories: dict[str, Callable[[int], World]], rosters: dict[str, dict[str, Factory]],
+                    campaign: Any, ev: EvaluationConfig, users_from: int, agents: dict[str, AgentConfig],
+                    seed: int) -> tuple[dict[str, Any], dict[str, dict[str, EpisodeStats]]]:
+    """(the ``worlds`` section of results.json, the per-user stats of every policy per world)."""
+    worlds: dict[str, Any] = {}
+    stats_by_world: dict[str, dict[str, EpisodeStats]] = {}
+    for world, factory in world_factories.items():
+        make_env = make_env_factory(factory, campaign)
+        stats = {name: rollout(make_env, f, ev.n_users, users_from) for name, f in rosters[world].items()}
+        stats_by_world[world] = stats
+        summary = {name: {m: iv.as_dict() for m, iv in s.summarise(ev.n_bootstrap, ev.ci_level, seed).items()}
+                   for name, s in stats.items()}
+        worlds[world] = {"policies": summary, "paired_differences": paired_differences(stats, agents, ev, seed)}
+    return worlds, stats_by_world
+
+
+def best_baseline(policies: dict[str, Any], agents: Any) -> str:
+    """The best policy on TrueWorld profit that is neither an RL agent nor an oracle."""
+    excluded = set(agents) | NOT_BASELINES
+    return max((p for p in policies if p not in excluded), key=lambda p: policies[p]["profit"]["mean"])
+
+
+def best_sim_trained_agent(policies: dict[str, Any], agents: dict[str, AgentConfig]) -> str | None:
+    """The challenger: the best agent on TrueWorld profit that never saw TrueWorld."""
+    sim_trained = [n for n in agents if agents[n].train_world == "learned"] or list(agents)
+    return max(sim_trained, key=lambda n: policies[n]["profit"]["mean"]) if sim_trained else None
+
+
+def paired_differences(stats: dict[str, EpisodeStats], agents: dict[str, AgentConfig], ev: EvaluationConfig,
+                       seed: int) -> dict[str, Any]:
+    """Profit differences on the same users: nurture vs oracle_greedy; every agent vs the
+    best baseline, the greedy heuristic and oracle_greedy (when present); and an agent trained
+    in TrueWorld vs the same algorithm trained in the learned simulator (what the simulator's
+    errors cost)."""
+    summary = {name: {"profit": {"mean": float(s.profit.mean())}} for name, s in stats.items()}
+    best = best_baseline(summary, agents)
+    pairs = [("nurture", "oracle_greedy")] + [(a, b) for a in agents for b in dict.fromkeys((best, "greedy", "oracle_greedy"))]
+    pairs += [(a, b) for a, ca in agents.items() for b, cb in agents.items()
+              if ca.algo == cb.algo and ca.train_world == "true" and cb.train_world == "learned"]
+    out = {}
+    for challenger, baseline in pairs:
+        if challenger in stats and baseline in stats:
+            d = stats[challenger].profit - stats[baseline].profit
+            out[f"{challenger}_minus_{baseline}"] = {"profit": bootstrap_mean(d, ev.n_bootstrap, ev.ci_level, seed).as_dict()}
+    return out
+
+
+def sim_to_real(worlds: dict[str, Any]) -> dict[str, Any]:
+    """Kendall tau between the policies' returns in the two worlds, and each policy's relative error."""
+    true, learned = worlds["true"]["policies"], worlds["learned"]["policies"]
+    both = [p for p in learned if p in true]
+    true_ret = np.array([true[p]["return"]["mean"] for p in both])
+    sim_ret = np.array([learned[p]["return"]["mean"] for p in both])
+    return {
+        "kendall_tau": float(kendalltau(true_ret.tolist(), sim_ret.tolist()).statistic),
+        "rel_error": {p: abs(s - t) / abs(t) if t else None for p, t, s in zip(both, true_ret.tolist(), sim_ret.tolist(),
+                                                                                 strict=True)},
+    }

@@ -1,0 +1,66 @@
+"""What a response model is built from: its hyperparameters (``ResponseModelConfig``; the
+``history_encoder`` also chooses the class, see ``network.build_response_model``) and what it
+was trained on (``DataSpec``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.data.sequences import SequenceData
+
+ENCODERS = ("gru", "attention", "none", "logistic")
+HEADS = ("click", "convert", "churn")
+
+
+@dataclass
+class ResponseModelConfig:
+    """Hyperparameters of a response model and of its training (``fit_response_model``)."""
+
+    # gru | attention | none: ResponseModel with that history encoder ("none": no history);
+    # logistic: LogisticResponseModel
+    history_encoder: str = "gru"
+    embed_dim: int = 16
+    hidden_dim: int = 64
+    epochs: int = 40
+    batch_size: int = 256  # users per gradient step
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    patience: int = 4  # epochs without validation improvement before stopping
+    max_seconds: float = 600.0
+    calibrate: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.history_encoder not in ENCODERS:
+            raise ValueError(f"response_model.history_encoder: got {self.history_encoder!r}, expected one of {ENCODERS}")
+        for name in ("embed_dim", "hidden_dim", "epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"response_model.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.max_seconds <= 0:
+            raise ValueError("response_model.lr and response_model.max_seconds: must be > 0")
+
+
+@dataclass
+class DataSpec:
+    """What the model was trained on; a LearnedWorld checks it against its catalog."""
+
+    n_actions: int
+    cat_names: list[str]
+    cardinalities: list[int]
+    num_names: list[str]
+    num_loc: list[float]
+    num_scale: list[float]
+    horizon: int
+
+    @classmethod
+    def from_data(cls, data: SequenceData) -> DataSpec:
+        num = data.profile_num.astype(np.float64)
+        scale = num.std(axis=0) if len(num) else np.zeros(0)
+        return cls(
+            n_actions=data.n_actions, cat_names=list(data.cat_names), cardinalities=list(data.cardinalities),
+            num_names=list(data.num_names), num_loc=num.mean(axis=0).tolist(),
+            num_scale=np.where(scale > 0, scale, 1.0).tolist(), horizon=data.horizon,
+        )
+
