@@ -138,14 +138,3 @@ def expected_calibration_error(pred: np.ndarray, target: np.ndarray, n_bins: int
     gap is taken between bin sums, then divided by the count)."""
     sum_pred, sum_target, count = _binned_sums(pred, target, n_bins)
     return float((count / len(pred) * (np.abs(sum_pred - sum_target) / np.maximum(count, 1))).sum())
-
-
-def rank_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """The recommenders' hand-written rank AUC (kept one commit for a bit-identical refactor)."""
-    y = np.asarray(y) > 0.5
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
-    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # average 1-based rank of ties
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

@@ -49,8 +49,7 @@ from torch import nn
 from recsys.artifacts import CONFIG_FILE, ModelDirError, blame_file, load_model_dir, save_model_dir
 from recsys.data.replay import FeatureSpec, LoggedData, replay_history
 from recsys.numerics import flush_denormals
-from recsys.stats import log_loss
-from recsys.stats import rank_auc as roc_auc
+from recsys.stats import log_loss, roc_auc
 from recsys.training import fit_early_stopping
 
 State = dict[str, Any]  # per-user numpy arrays or torch tensors, leading dimension = users
