@@ -71,9 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     from envs.true_world import TrueWorld, TrueWorldConfig
     from envs.vector_env import CampaignVectorEnv
     from experiments.collect import generate_logs
+    from experiments.report.plots import plot_marginals
     from recsys.data.profiles import profiles_from_logs
     from recsys.data.splits import split_users
-    from recsys.simulator.profile_fidelity import c2st_auc, plot_marginals, profile_fidelity
+    from recsys.simulator.profile_fidelity import c2st_auc, profile_fidelity
     from recsys.simulator.user_gan import IndependentMarginalsSampler, UserGANConfig, fit_user_gan
 
     overrides = {"seed": args.seed}

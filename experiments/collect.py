@@ -32,6 +32,8 @@ from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld, TrueWorldConfig
 from envs.vector_env import CampaignVectorEnv, episode_batches
 from envs.world import World
+from experiments.config import Config, user_blocks
+from experiments.policies import fixed_policies
 from recsys.data.io import write_logs
 from recsys.data.schema import CAT_PREFIX, NUM_PREFIX, validate_logs, with_metadata
 from recsys.stats import Interval, bootstrap_counts, bootstrap_mean, bootstrap_ratio, percentile_interval
@@ -236,6 +238,16 @@ def _log_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> dict[str, n
         for j, name in enumerate(num_names):
             out[name].append(env.profile_numeric[rows, j])
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def collect_logs(config: Config, progress: bool, n_users: int | None = None, first_user: int | None = None) -> pa.Table:
+    """A run's logged data: its logging policy in TrueWorld on this seed's block of users (by
+    default the block's first ``experiment.logs.n_users``; OPE draws take later users of the block)."""
+    exp = config.experiment
+    logs_from, _ = user_blocks(exp.seed)
+    return generate_logs(make_env_factory(lambda n: TrueWorld(config.world, n_users=n), config.campaign),
+                         fixed_policies(config)["logging"], n_users=n_users or exp.logs.n_users,
+                         seed=logs_from if first_user is None else first_user, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------- cli

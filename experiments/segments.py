@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from experiments.collect import EpisodeStats
+from experiments.config import EvaluationConfig
 from recsys.stats import bootstrap_mean
 
 
@@ -41,3 +42,12 @@ def segment_breakdown(
             "difference": bootstrap_mean(diff, n_boot, level, seed).as_dict(),
         }
     return out
+
+
+def segment_comparison(stats: dict[str, EpisodeStats], profile_columns: slice, challenger: str, baseline: str,
+                       ev: EvaluationConfig, seed: int) -> dict[str, Any]:
+    """k-means segments of the evaluation users' first observations (profile columns), then
+    ``segment_breakdown`` of challenger vs baseline."""
+    profiles = stats["random"].first_obs[:, profile_columns]
+    labels = fit_segments(profiles, ev.n_segments, seed).predict(profiles)
+    return segment_breakdown(stats, labels, challenger, baseline, ev.n_bootstrap, ev.ci_level, seed)

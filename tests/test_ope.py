@@ -249,11 +249,11 @@ def _replayed(table, env):
 
 def test_recurrent_agent_replayed_on_its_own_logs_reproduces_its_propensities() -> None:
     """Logs of a recurrent PPO policy (LSTM state carried over the episode): replaying them
-    through ``policy_probs`` must give back the logged propensities, which only holds if the
+    through ``agents.base.logged_action_probs`` must give back the logged propensities, which only holds if the
     LSTM state follows each user's logged history step by step."""
+    from agents.base import logged_action_probs as policy_probs
     from agents.sb3 import SB3Policy, build_agent
     from experiments.collect import generate_logs
-    from experiments.ope.evaluate import policy_probs
 
     make_env = _true_env_factory()
     model = build_agent("recurrent_ppo", make_env(4), {"n_steps": 8, "batch_size": 32}, [16], seed=0,
@@ -276,9 +276,9 @@ def test_recurrent_agent_replayed_on_its_own_logs_reproduces_its_propensities() 
 def test_frozen_bandit_does_not_learn_from_evaluation_logs() -> None:
     from agents.bandits import LinUCBBandit
     from agents.base import Frozen
+    from agents.base import logged_action_probs as policy_probs
     from agents.reference import LoggingPolicy
     from experiments.collect import generate_logs
-    from experiments.ope.evaluate import policy_probs
 
     make_env = _true_env_factory()
     table = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=50, seed=3)

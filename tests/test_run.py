@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from scipy.stats import kendalltau
 
+from agents.sb3 import resume_agent, train_agent
+from envs.campaign import CampaignConfig
+from envs.true_world import TrueWorld
+from envs.vector_env import CampaignVectorEnv
 from experiments import run as run_module
 from recsys.artifacts import json_bytes
 
@@ -176,15 +181,15 @@ def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_pa
     final = out / "checkpoints" / "ppo_final.zip"
     assert final.is_file()
     config = run_module.config_module.load(_compose(TINY))
-    campaign = run_module.CampaignConfig(invalid_action="penalize")  # plain PPO learns the masks via a penalty
-    env = run_module.CampaignVectorEnv(run_module.TrueWorld(config.world, n_users=32), campaign)
-    model = run_module.resume_agent("ppo", final, env, None)
+    campaign = CampaignConfig(invalid_action="penalize")  # plain PPO learns the masks via a penalty
+    env = CampaignVectorEnv(TrueWorld(config.world, n_users=32), campaign)
+    model = resume_agent("ppo", final, env, None)
     assert model.num_timesteps == 2048  # the checkpoint's count (smoke: 2048 steps)
-    run_module.train_agent(model, 4096, "ppo", progress=False, checkpoint_dir=tmp_path)
+    train_agent(model, 4096, "ppo", progress=False, checkpoint_dir=tmp_path)
     assert model.num_timesteps == 4096  # continued: 2048 more, not 4096 from zero
     assert (tmp_path / "ppo_final.zip").is_file()
     with pytest.raises(FileNotFoundError, match="resume_from"):
-        run_module.resume_agent("ppo", tmp_path / "missing.zip", env, None)
+        resume_agent("ppo", tmp_path / "missing.zip", env, None)
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
@@ -199,17 +204,22 @@ def test_multirun_over_seeds(tmp_path, launcher):
 
 
 def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
-    from experiments.fit_simulator import fit_simulator, make_logs
+    from experiments.collect import collect_logs
+    from recsys.data.dataset import LoggedDataset
     from recsys.data.schema import LogSchemaError
 
     config = run_module.config_module.load(_compose(TINY + ["experiment.logs.n_users=50"]))
-    logs = make_logs(config, progress=False)
+    logs = collect_logs(config, progress=False)
+    catalog = TrueWorld(config.world).catalog
     with pytest.raises(ValueError, match="50 users, need at least 100"):
-        fit_simulator(config, tmp_path, logs)
+        LoggedDataset.from_table(logs, catalog)
     broken = logs.set_column(logs.column_names.index("propensity"), "propensity",
                              pa.array([0.0] * logs.num_rows))
     with pytest.raises(LogSchemaError, match="propensity"):
-        fit_simulator(config, tmp_path, broken)
+        LoggedDataset.from_table(broken, catalog)
+    small = TrueWorld(replace(config.world, n_offers=config.world.n_offers - 4)).catalog
+    with pytest.raises(ValueError, match="actions go up to .* but the catalog has"):
+        LoggedDataset.from_table(logs, small)
 
 
 def test_recommender_group_and_ope_validation_config_compose():

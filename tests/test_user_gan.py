@@ -22,6 +22,7 @@ from envs.true_world import TrueWorld, TrueWorldConfig
 from envs.vector_env import CampaignVectorEnv
 from envs.world import Profiles
 from experiments.collect import generate_logs
+from experiments.report.plots import plot_marginals
 from recsys.artifacts import ModelDirError
 from recsys.data.profiles import profiles_from_logs
 from recsys.simulator.profile_fidelity import (
@@ -29,7 +30,6 @@ from recsys.simulator.profile_fidelity import (
     correlation_matrices,
     marginal_ks,
     marginal_tv,
-    plot_marginals,
     profile_fidelity,
 )
 from recsys.simulator.user_gan import (

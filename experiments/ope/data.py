@@ -2,7 +2,7 @@
 
 Arrays are users x steps (``U, T``), padded after a user's last logged step (``mask``
 False). Per-decision quantities with an action axis are ``(U, T, A)``. The evaluation
-policy's probabilities ``pi`` are taken on the *logged* states (``experiments.ope.evaluate.policy_probs``
+policy's probabilities ``pi`` are taken on the *logged* states (``agents.base.logged_action_probs``
 replays each user's logged history through the policy, so stateful policies see the same
 history they would have seen online).
 

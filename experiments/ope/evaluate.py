@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import OnlinePolicy, Policy
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig, replay_oracle
 from envs.world import Catalog
@@ -67,29 +66,7 @@ def oracle_rewards(world: TrueWorldConfig, catalog: Catalog, campaign: CampaignC
 
 
 # --------------------------------------------------------------------------- policies
-def policy_probs(policy: Policy, logged: LoggedData, rewards: np.ndarray | None = None) -> np.ndarray:
-    """(U, T, A) ``policy.action_probs`` at every logged step, users batched per step.
 
-    Policies with per-user state are told the *logged* action and outcome after each step
-    through ``observe`` (recommenders use their own ``logged_action_probs``), so their state
-    follows the logged history. Policies that learn from rewards (bandits) learn from the
-    logged ``rewards`` this way (a warm start); to evaluate one, wrap it in
-    ``agents.base.Frozen`` first, or it would train on the evaluation logs.
-    """
-    if hasattr(policy, "logged_action_probs"):
-        return policy.logged_action_probs(logged)
-    d = logged.data
-    out = np.zeros(logged.masks.shape)
-    only_rest = np.eye(logged.masks.shape[-1], dtype=bool)[0]
-    for t in range(d.horizon):
-        active = d.mask[:, t]
-        probs = policy.action_probs(logged.obs[:, t], np.where(active[:, None], logged.masks[:, t], only_rest))
-        out[:, t] = np.where(active[:, None], probs, 0.0)
-        if isinstance(policy, OnlinePolicy):
-            info = {"click": d.click[:, t] > 0, "conversion": d.conversion[:, t] > 0, "active": active}
-            r = np.zeros(d.n_users) if rewards is None else rewards[:, t]
-            policy.observe(logged.obs[:, t], np.where(active, d.actions[:, t], 0), r, info)
-    return out
 
 
 # --------------------------------------------------------------------------- estimate

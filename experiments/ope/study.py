@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from agents.base import Policy
+from agents.base import Policy, logged_action_probs
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
 from experiments.collect import make_env_factory, rollout
@@ -33,7 +33,6 @@ from experiments.ope.evaluate import (
     estimate_all,
     logged_rewards,
     oracle_rewards,
-    policy_probs,
 )
 from experiments.ope.registry import EstimatorConfig
 from recsys.data.replay import LoggedData
@@ -71,7 +70,7 @@ def ope_study(
         q_hat = reward_model(data)
         q_true = oracle_rewards(world, catalog, campaign, data)
         for name, factory in tqdm(policies.items(), desc=f"ope: draw {draw}", leave=False, disable=not progress):
-            pi = policy_probs(factory(CampaignVectorEnv(probe.world, campaign)), logged)
+            pi = logged_action_probs(factory(CampaignVectorEnv(probe.world, campaign)), logged)
             per_draw[name].append(estimate_all(logged, rewards, pi, q_hat, estimators, ope.n_bootstrap, ev.ci_level,
                                                seed + draw))
             exact = OPEData(actions=data.actions, rewards=rewards, propensities=data.propensity, mask=data.mask,

@@ -17,6 +17,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from envs.world import Profiles  # noqa: E402
 from experiments.config import ALGOS  # noqa: E402
 from experiments.report.markdown import METRIC_LABELS  # noqa: E402
 from recsys.artifacts import atomic_write_bytes  # noqa: E402
@@ -24,6 +25,7 @@ from recsys.stats import calibration_bins  # noqa: E402
 
 RL_AGENTS = ALGOS  # drawn in orange
 
+_MARGINAL_BINS = 50  # histogram bins per numeric profile feature
 _PANELS = (("profit", "profit per user"), ("click_rate", "click rate per offer"),
            ("conversion_rate", "conversion rate per offer"), ("episode_length", "episode length (retention)"))
 
@@ -209,3 +211,39 @@ def plot_objectives(comparison: Mapping[str, Any], names: Sequence[str], metrics
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"TrueWorld, mean over seeds with {level:.0%} t-interval, by reward objective")
     save_figure(fig, path)
+
+
+def plot_marginals(real: Profiles, synthetic: Profiles, path: Path, baseline: Profiles | None = None,
+                   labels: tuple[str, str, str] = ("real", "synthetic", "independent marginals")) -> Path:
+    """Real vs synthetic (and optionally baseline) profile marginals, one panel per feature:
+    bars of code frequencies for categoricals, density histograms on shared bins for numerics."""
+    sets = [real, synthetic] + ([baseline] if baseline is not None else [])
+    cat_names = list(real.categorical_names or (f"cat_{j}" for j in range(real.categorical.shape[1])))
+    num_names = list(real.numeric_names or (f"num_{j}" for j in range(real.numeric.shape[1])))
+    n_panels = len(cat_names) + len(num_names)
+    n_cols = min(3, n_panels)
+    n_rows = -(-n_panels // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
+    flat = axes.ravel()
+    width = 0.8 / len(sets)
+    for j, name in enumerate(cat_names):
+        ax = flat[j]
+        k = int(max(d.categorical[:, j].max(initial=0) for d in sets)) + 1
+        for i, d in enumerate(sets):
+            freq = np.bincount(d.categorical[:, j], minlength=k) / max(len(d), 1)
+            ax.bar(np.arange(k) + (i - (len(sets) - 1) / 2) * width, freq, width, label=labels[i])
+        ax.set(title=name, xlabel="code", ylabel="share")
+    for j, name in enumerate(num_names):
+        ax = flat[len(cat_names) + j]
+        lo, hi = np.quantile(real.numeric[:, j], [0.001, 0.999]) if len(real) else (0.0, 1.0)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, _MARGINAL_BINS + 1)
+        for i, d in enumerate(sets):
+            ax.hist(np.clip(d.numeric[:, j], bins[0], bins[-1]), bins=bins, density=True, histtype="step",
+                    linewidth=1.5, label=labels[i])
+        ax.set(title=name, ylabel="density")
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    save_figure(fig, path)
+    return Path(path)

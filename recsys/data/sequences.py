@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import pyarrow as pa
 
-from recsys.data.schema import log_metadata
+from envs.world import Profiles
+from recsys.data.schema import CAT_PREFIX, NUM_PREFIX, log_metadata
 
 
 @dataclass
@@ -43,8 +44,16 @@ class SequenceData:
 
 
 def sequences_from_logs(table: pa.Table, n_actions: int | None = None) -> SequenceData:
-    """Group a validated logs table by user, ordered by step (vectorised, no per-user loop).
-    Missing optional outcome columns are filled with zeros."""
+    """Group a validated logs table by user, ordered by step (see ``parse_logs``)."""
+    return parse_logs(table, n_actions)[0]
+
+
+def parse_logs(table: pa.Table, n_actions: int | None = None) -> tuple[SequenceData, Profiles]:
+    """Per-user sequences and profiles of a validated logs table, in one pass (vectorised, no
+    per-user loop), users ordered by id. A user's profile is their first logged row's
+    ``cat_*`` / ``num_*`` columns; cardinalities come from the metadata's
+    ``categorical_cardinality`` when declared, else max code + 1. Missing optional outcome
+    columns are filled with zeros."""
     meta = log_metadata(table)
     n_actions = n_actions or meta.get("n_actions") or int(pa.compute.max(table["action"]).as_py()) + 1
     users = table["user_id"].to_numpy()
@@ -64,13 +73,20 @@ def sequences_from_logs(table: pa.Table, n_actions: int | None = None) -> Sequen
 
     mask = np.zeros(shape, dtype=bool)
     mask[user_index, position] = True
-    cat_cols = [c for c in table.column_names if c.startswith("cat_")]
-    num_cols = [c for c in table.column_names if c.startswith("num_")]
+    cat_cols = [c for c in table.column_names if c.startswith(CAT_PREFIX) and len(c) > len(CAT_PREFIX)]
+    num_cols = [c for c in table.column_names if c.startswith(NUM_PREFIX) and len(c) > len(NUM_PREFIX)]
     first_rows = order[first]
-    cardinality = meta.get("categorical_cardinality", {})
-    cat = np.stack([table[c].to_numpy()[first_rows] for c in cat_cols], axis=1) if cat_cols else np.zeros((len(uniq), 0), np.int64)
-    num = np.stack([table[c].to_numpy()[first_rows] for c in num_cols], axis=1) if num_cols else np.zeros((len(uniq), 0))
-    return SequenceData(
+    declared = meta.get("categorical_cardinality", {})
+    cat = (np.stack([table[c].to_numpy()[first_rows] for c in cat_cols], axis=1) if cat_cols
+           else np.zeros((len(uniq), 0))).astype(np.int64)
+    num = (np.stack([table[c].to_numpy()[first_rows] for c in num_cols], axis=1) if num_cols
+           else np.zeros((len(uniq), 0))).astype(np.float64)
+    cat_names = tuple(c[len(CAT_PREFIX):] for c in cat_cols)
+    num_names = tuple(c[len(NUM_PREFIX):] for c in num_cols)
+    cards = tuple(int(declared.get(name, int(cat[:, j].max()) + 1)) for j, name in enumerate(cat_names))
+    profiles = Profiles(categorical=cat, numeric=num, categorical_names=cat_names, numeric_names=num_names,
+                        cardinalities=cards, user_ids=uniq)
+    sequences = SequenceData(
         user_ids=uniq,
         actions=column("action", np.int64),
         click=column("click", np.float32),
@@ -78,10 +94,11 @@ def sequences_from_logs(table: pa.Table, n_actions: int | None = None) -> Sequen
         churned=column("churned", np.float32),
         propensity=column("propensity", np.float64),
         mask=mask,
-        profile_cat=cat.astype(np.int64),
+        profile_cat=cat,
         profile_num=num.astype(np.float32),
-        cat_names=tuple(c[4:] for c in cat_cols),
-        cardinalities=tuple(int(cardinality.get(c[4:], int(cat[:, j].max()) + 1)) for j, c in enumerate(cat_cols)),
-        num_names=tuple(c[4:] for c in num_cols),
+        cat_names=cat_names,
+        cardinalities=cards,
+        num_names=num_names,
         n_actions=int(n_actions),
     )
+    return sequences, profiles

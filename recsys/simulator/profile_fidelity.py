@@ -12,7 +12,6 @@
   its marginal), plus the Frobenius norm of the same difference.
 * ``profile_fidelity``: all of the above in one dict, including the C2ST AUC of a baseline
   sampler (normally independent marginals) so a generator's score has a reference.
-* ``plot_marginals``: real vs synthetic marginals, one panel per feature, as a PNG.
 
 Profiles are passed as ``envs.world.Profiles`` (what ``profiles_from_logs`` and a user GAN's
 ``sample`` return) or as a ``(categorical, numeric)`` tuple of arrays. Features are matched by
@@ -21,18 +20,14 @@ column position.
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from envs.world import Profiles
-from recsys.artifacts import atomic_write_bytes
 from recsys.stats import roc_auc
 
 _MAX_HGB_CATEGORIES = 255  # HistGradientBoosting's limit for a native categorical feature
-_PLOT_BINS = 50
 
 
 ProfileLike = Profiles | tuple[np.ndarray, np.ndarray]
@@ -233,56 +228,3 @@ def profile_fidelity(
 
 
 # -------------------------------------------------------------------------------------------- plot
-def plot_marginals(
-    real: ProfileLike,
-    synthetic: ProfileLike,
-    path: str | Path,
-    baseline: ProfileLike | None = None,
-    labels: tuple[str, str, str] = ("real", "synthetic", "independent marginals"),
-) -> Path:
-    """Real vs synthetic (and optionally baseline) marginals, one panel per feature: bars of code
-    frequencies for categoricals, density histograms on shared bins for numerics. Written
-    atomically as a PNG at ``path``; returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    r, s = _pair(real, synthetic)
-    sets = [r, s] + ([_pair(real, baseline)[1]] if baseline is not None else [])
-    cat_names = _names(real, "categorical_names", r[0].shape[1], "cat_")
-    num_names = _names(real, "numeric_names", r[1].shape[1], "num_")
-    n_panels = len(cat_names) + len(num_names)
-    n_cols = min(3, n_panels)
-    n_rows = -(-n_panels // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows), squeeze=False)
-    flat = axes.ravel()
-    width = 0.8 / len(sets)
-    for j, name in enumerate(cat_names):
-        ax = flat[j]
-        k = int(max(d[0][:, j].max(initial=0) for d in sets)) + 1
-        for i, d in enumerate(sets):
-            freq = np.bincount(d[0][:, j], minlength=k) / max(len(d[0]), 1)
-            ax.bar(np.arange(k) + (i - (len(sets) - 1) / 2) * width, freq, width, label=labels[i])
-        ax.set_title(name)
-        ax.set_xlabel("code")
-        ax.set_ylabel("share")
-    for j, name in enumerate(num_names):
-        ax = flat[len(cat_names) + j]
-        lo, hi = np.quantile(r[1][:, j], [0.001, 0.999]) if len(r[1]) else (0.0, 1.0)
-        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, _PLOT_BINS + 1)
-        for i, d in enumerate(sets):
-            ax.hist(np.clip(d[1][:, j], bins[0], bins[-1]), bins=bins, density=True, histtype="step",
-                    linewidth=1.5, label=labels[i])
-        ax.set_title(name)
-        ax.set_ylabel("density")
-    for ax in flat[n_panels:]:
-        ax.set_visible(False)
-    flat[0].legend(fontsize="small")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
