@@ -116,13 +116,8 @@ class OracleGreedyPolicy(DeterministicPolicy):
         self.n_actions = env.catalog.n_actions
 
     def expected_reward(self) -> np.ndarray:
-        cat = self.env.catalog
         p = self.world.probs_all()
-        p_conv = p.click * p.convert
-        w_click, w_conv, w_profit = self.env.campaign.weights()
-        margin = np.concatenate([[0.0], cat.value - cat.discount])
-        contact = np.concatenate([[0.0], np.full(cat.n_offers, cat.contact_cost)])
-        return w_click * p.click + w_conv * p_conv + w_profit * (p_conv * margin - contact)
+        return self.env.campaign.expected_reward(self.env.catalog, p.click, p.convert)
 
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         return masked_argmax(self.expected_reward(), masks)

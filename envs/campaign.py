@@ -70,6 +70,14 @@ class CampaignConfig:
         w_click, w_conv, w_profit = self.weights()
         return w_click * click + w_conv * convert + w_profit * (revenue - cost)
 
+    def expected_reward(self, catalog: Catalog, p_click: np.ndarray, p_convert: np.ndarray) -> np.ndarray:
+        """(..., A) expected immediate reward of *every* action from p(click) and
+        p(convert | click) of shape (..., A); action 0 sends nothing (no click, no cost). What
+        greedy policies rank by: the oracle, the value ranker, OPE's reward models."""
+        actions = np.arange(p_click.shape[-1])
+        click = np.where(actions > 0, p_click, 0.0)
+        return self.reward_of(catalog, actions, click, click * p_convert)
+
 
 def outcome_money(catalog: Catalog, actions: np.ndarray, click: np.ndarray, convert: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(revenue, cost) of sending ``actions`` (0 = nothing) with these conversions: the

@@ -141,9 +141,28 @@ def test_value_ranker_rests_when_no_offer_pays_for_its_contact(fitted):
     obs, masks = _obs_and_masks()
     expensive = make_recommender("value_ranker")
     expensive.__dict__.update(rec.__dict__)
-    expensive.spec = replace(rec.spec, contact_cost=1e6)
+    expensive.spec = replace(rec.spec, catalog={**rec.spec.catalog, "contact_cost": 1e6})
     assert np.all(RecommenderPolicy(expensive).act(obs, masks) == 0)
     assert np.all(rec.scores(obs)[:, 0] == 0.0)
+
+
+@pytest.mark.parametrize("reward", ["click", "conversion", "profit"])
+def test_value_ranker_ranks_by_the_campaign_reward(fitted, reward):
+    """The value ranker maximises the campaign's reward (it used to rank by profit whatever
+    ``campaign.reward`` said): p(click) for clicks, p(click) p(convert | click) for conversions."""
+    rec = fitted["value_ranker"]
+    obs, _ = _obs_and_masks()
+    ranker = make_recommender("value_ranker")
+    ranker.__dict__.update(rec.__dict__)
+    ranker.spec = replace(rec.spec, reward=reward)
+    p_click, p_convert = rec.models["click"].predict(obs), rec.models["conversion"].predict(obs)
+    cat = rec.spec.catalog
+    margin = np.concatenate([[0.0], np.array(cat["value"]) - np.array(cat["discount"])])
+    expected = {"click": p_click, "conversion": p_click * p_convert,
+                "profit": p_click * p_convert * margin - cat["contact_cost"]}
+    want = expected[reward].copy()
+    want[:, 0] = 0.0
+    np.testing.assert_allclose(ranker.scores(obs), want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)

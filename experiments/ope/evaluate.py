@@ -31,11 +31,8 @@ RewardModel = Callable[[SequenceData], np.ndarray]
 
 # --------------------------------------------------------------------------- rewards
 def expected_rewards(campaign: CampaignConfig, catalog: Catalog, p_click: np.ndarray, p_convert: np.ndarray) -> np.ndarray:
-    """(..., A) expected immediate reward of every action from p(click) and p(convert | click)
-    (action 0 sends nothing: no click, no cost)."""
-    actions = np.arange(p_click.shape[-1])
-    click = np.where(actions > 0, p_click, 0.0)
-    return campaign.reward_of(catalog, actions, click, click * p_convert)
+    """(..., A) expected immediate reward of every action (``CampaignConfig.expected_reward``)."""
+    return campaign.expected_reward(catalog, p_click, p_convert)
 
 
 def logged_rewards(campaign: CampaignConfig, catalog: Catalog, data: SequenceData) -> np.ndarray:

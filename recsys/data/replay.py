@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from gymnasium.vector import AutoresetMode
@@ -82,8 +83,9 @@ class FeatureSpec:
     profile: list[int]  # [start, stop) of the whole profile (one-hots, then standardised numerics)
     time_left: int  # column of "time left"; 1.0 exactly at the first step of an episode
     offer_category: list[int]
-    margin: list[float]  # value - discount: what a conversion of each offer earns
-    contact_cost: float
+    catalog: dict[str, Any]  # ``Catalog.to_json()``: value, discount, contact cost of each offer
+    reward: str  # ``campaign.reward`` of the logs' campaign: what a reward-ranking model maximises
+    reward_weights: dict[str, float]
 
     @classmethod
     def from_env(cls, env: CampaignVectorEnv) -> FeatureSpec:
@@ -94,8 +96,13 @@ class FeatureSpec:
             cat_names=list(env.world.profile_schema.categorical),
             cat_slices=[[s.start, s.stop] for s in lay.profile_cat], profile=[start, lay.profile_num.stop],
             time_left=int(lay.time_left), offer_category=[int(c) for c in cat.category],
-            margin=[float(m) for m in cat.value - cat.discount], contact_cost=float(cat.contact_cost),
+            catalog=cat.to_json(), reward=env.campaign.reward, reward_weights=dict(env.campaign.reward_weights),
         )
+
+    def expected_reward(self, p_click: np.ndarray, p_convert: np.ndarray) -> np.ndarray:
+        """(N, n_actions) expected immediate reward under the logs' campaign (``campaign.reward``)."""
+        campaign = CampaignConfig(reward=self.reward, reward_weights=self.reward_weights)
+        return campaign.expected_reward(Catalog.from_json(self.catalog), p_click, p_convert)
 
     @property
     def n_offers(self) -> int:
@@ -116,7 +123,8 @@ class FeatureSpec:
                     f"env: {name} is {getattr(other, name)} but the recommender was fitted on "
                     f"{getattr(self, name)}; fit it on logs of this env's world and campaign"
                 )
-        if not np.allclose(other.margin + [other.contact_cost], self.margin + [self.contact_cost], rtol=1e-6):
+        mine, theirs = Catalog.from_json(self.catalog), Catalog.from_json(other.catalog)
+        if not all(np.allclose(getattr(mine, k), getattr(theirs, k), rtol=1e-6) for k in ("value", "discount", "contact_cost")):
             raise ValueError("env: the catalog's values, discounts or contact cost differ from the ones the "
                              "recommender was fitted with; fit it on logs of this env's world")
 

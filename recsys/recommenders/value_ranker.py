@@ -1,12 +1,14 @@
-"""``value_ranker``: send the offer with the highest expected profit, or nothing.
+"""``value_ranker``: send the offer with the highest expected reward, or nothing.
 
-expected profit(a) = p(click | x, a) · p(convert | click, x, a) · (value_a − discount_a)
-− contact_cost, and 0 for "no offer", so unlike the click rankers it rests whenever no offer
-is expected to pay for its contact (``always_sends = False``). Both probabilities come from
+The reward is the campaign's (``campaign.reward``, through the one formula
+``envs.campaign.CampaignConfig.expected_reward``); for profit, expected profit(a) =
+p(click | x, a) · p(convert | click, x, a) · (value_a − discount_a) − contact_cost, and 0 for
+"no offer", so unlike the click rankers it rests whenever no offer is expected to pay for its
+contact (``always_sends = False``). Both probabilities come from
 the same pointwise model class (``model``: logistic or DeepFM): the click model on all
 exposures, the conversion model on clicked exposures, where p(convert | click) is observed
 (exposures are chosen by the logging policy, not by clicks, so conditioning on the click is
-the only selection; the ESMM alternative is what ``recsys.response_model`` does). It is
+the only selection; the ESMM alternative is what ``recsys.simulator.response_model`` does). It is
 myopic by construction: the one-step value, not the campaign's. Written here rather than
 with DeepCTR-Torch (pinned deps, pickle loads broken by torch >= 2.6, network calls at
 import).
@@ -69,10 +71,9 @@ class ValueRankerRecommender(Recommender):
         return self.models["click"].predict(obs)
 
     def scores(self, obs: np.ndarray, state: State | None = None) -> np.ndarray:
-        """(N, n_actions) expected one-step profit; 0 for "no offer"."""
-        profit = self.models["click"].predict(obs) * self.models["conversion"].predict(obs)
-        profit[:, 1:] = profit[:, 1:] * np.asarray(self.spec.margin) - self.spec.contact_cost
-        return profit
+        """(N, n_actions) expected one-step reward under the logs' ``campaign.reward`` (profit:
+        p(click) p(convert | click) (value - discount) - contact cost); 0 for "no offer"."""
+        return self.spec.expected_reward(self.models["click"].predict(obs), self.models["conversion"].predict(obs))
 
     def offline_metrics(self, test: LoggedData, k: int = 5) -> dict[str, float]:
         """The click model's metrics and the conversion model's (on clicked exposures)."""
