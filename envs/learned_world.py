@@ -74,10 +74,7 @@ class LearnedWorld:
                 f"{spec.cat_names + spec.num_names}); refit both on the same logs"
             )
         self.model, self.sampler, self.catalog, self.n_users = response_model.eval(), user_sampler, catalog, n_users
-        self.profile_schema = ProfileSchema(
-            categorical=dict(zip(spec.cat_names, spec.cardinalities, strict=True)),
-            numeric={n: (lo, sc) for n, lo, sc in zip(spec.num_names, spec.num_loc, spec.num_scale, strict=True)},
-        )
+        self.profile_schema: ProfileSchema = spec.profile_schema
         with torch.inference_mode():
             cat = torch.zeros(n_users, len(spec.cat_names), dtype=torch.long)
             num = torch.tensor(spec.num_loc, dtype=torch.float32).expand(n_users, -1).clone()

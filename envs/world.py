@@ -198,8 +198,8 @@ class UserSampler(Protocol):
 @runtime_checkable
 class StepResponseModel(Protocol):
     """A response model run step by step over a batch of users (torch tensors): what
-    ``LearnedWorld`` needs. ``spec`` names the profile features (``cat_names``,
-    ``cardinalities``, ``num_names``, ``num_loc``, ``num_scale``) and ``n_actions``."""
+    ``LearnedWorld`` needs. ``spec`` tells what it was fitted on: ``n_actions``,
+    ``profile_schema`` (a ``ProfileSchema``), ``cat_names``, ``num_names`` and ``num_loc``."""
 
     spec: Any
 

@@ -21,8 +21,8 @@ from typing import Any
 from experiments.report.markdown import METRIC_LABELS, MISSING, interval_parts, is_number
 from recsys.artifacts import atomic_write_text
 
-Interval = Mapping[str, Any]  # {"mean": x, "ci_low": x | None, "ci_high": x | None, ...}
-Column = tuple[str, Mapping[str, Interval]]  # (header, row name -> interval)
+IntervalDict = Mapping[str, Any]  # {"mean": x, "ci_low": x | None, "ci_high": x | None, ...}
+Column = tuple[str, Mapping[str, IntervalDict]]  # (header, row name -> interval)
 
 TABLE_METRICS = ("click_rate", "conversion_rate", "profit", "episode_length")  # higher is better for each
 CSV_FIELDS = ("mean", "ci_low", "ci_high")
@@ -30,7 +30,7 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
-def interval_rows(policies: Mapping[str, Mapping[str, Interval]], fields: Sequence[str] = CSV_FIELDS,
+def interval_rows(policies: Mapping[str, Mapping[str, IntervalDict]], fields: Sequence[str] = CSV_FIELDS,
                   **keys: Any) -> list[dict[str, Any]]:
     """Long rows ``{**keys, policy, metric, *fields}``: one per policy and metric."""
     return [{**keys, "policy": policy, "metric": metric, **{f: iv.get(f) for f in fields}}
@@ -46,13 +46,13 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def policy_columns(policies: Mapping[str, Mapping[str, Interval]], metrics: Sequence[str] = TABLE_METRICS,
+def policy_columns(policies: Mapping[str, Mapping[str, IntervalDict]], metrics: Sequence[str] = TABLE_METRICS,
                    ) -> list[Column]:
     """One column per metric (header = its label), row name = policy."""
     return [(METRIC_LABELS.get(m, m), {p: ms[m] for p, ms in policies.items() if m in ms}) for m in metrics]
 
 
-def by_profit(policies: Mapping[str, Mapping[str, Interval]]) -> list[str]:
+def by_profit(policies: Mapping[str, Mapping[str, IntervalDict]]) -> list[str]:
     """Policy names, best mean profit first."""
     return sorted(policies, key=lambda p: -policies[p]["profit"]["mean"])
 
@@ -61,13 +61,13 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _best(column: Mapping[str, Interval]) -> set[str]:
+def _best(column: Mapping[str, IntervalDict]) -> set[str]:
     means = {r: iv["mean"] for r, iv in column.items() if is_number(iv.get("mean"))}
     top = max(means.values(), default=None)
     return {r for r, m in means.items() if m == top}
 
 
-def _cell(iv: Interval | None, bold: bool, latex: bool) -> str:
+def _cell(iv: IntervalDict | None, bold: bool, latex: bool) -> str:
     """"mean [low, high]" (``experiments.report.markdown.interval``), the mean in bold if ``bold``."""
     if iv is None:
         return "--" if latex else MISSING

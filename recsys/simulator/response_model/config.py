@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.world import ProfileSchema
 from recsys.data.sequences import SequenceData
 
 ENCODERS = ("gru", "attention", "none", "logistic")
@@ -53,6 +54,14 @@ class DataSpec:
     num_loc: list[float]
     num_scale: list[float]
     horizon: int
+
+    @property
+    def profile_schema(self) -> ProfileSchema:
+        """The observable profile this model reads (what ``LearnedWorld`` exposes to the env)."""
+        return ProfileSchema(
+            categorical=dict(zip(self.cat_names, self.cardinalities, strict=True)),
+            numeric={n: (lo, sc) for n, lo, sc in zip(self.num_names, self.num_loc, self.num_scale, strict=True)},
+        )
 
     @classmethod
     def from_data(cls, data: SequenceData) -> DataSpec:
