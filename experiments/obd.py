@@ -67,7 +67,6 @@ from omegaconf import DictConfig, OmegaConf
 from scipy import sparse
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss, roc_auc_score
 from tqdm.auto import tqdm
 
 from experiments import config as config_module
@@ -82,9 +81,10 @@ from recsys.artifacts import atomic_write_json
 from recsys.data.io import write_logs
 from recsys.data.obd import CAMPAIGNS, N_USER_FEATURES, load_obd, obd_item_context
 from recsys.data.schema import CAT_PREFIX, log_metadata, validate_logs, with_metadata
-from recsys.stats import bootstrap_mean
+from recsys.stats import bootstrap_mean, log_loss, roc_auc
 
 log = logging.getLogger("campaign_gym")
+_LOGLOSS_EPS = 1e-12  # probability clip of the reward model's log loss
 N_POSITIONS = 3  # OBD shows three items per impression (positions 1..3 in the files)
 PRIOR_IN_WHEEL = "obp/policy/conf/prior_bts.yaml"
 SIM_CHUNK = 10_000  # Beta draws simulated at once (memory: chunk x items floats)
@@ -237,12 +237,11 @@ def ope_data(rows: Rows, action_dist: np.ndarray, q_hat: np.ndarray | None = Non
 def reward_model_fit(rows: Rows, q_hat: np.ndarray) -> dict[str, float | None]:
     """Cross-fitted quality of the reward model on the logged rows: AUC and log loss, next to
     the log loss of the constant click rate (a model worth using beats it)."""
-    p = np.clip(q_hat[np.arange(len(rows.item)), rows.item], 1e-12, 1 - 1e-12)
-    base = np.full_like(p, np.clip(rows.click.mean(), 1e-12, 1 - 1e-12))
-    both = 0 < rows.click.sum() < len(rows.click)
-    return {"auc": float(roc_auc_score(rows.click, p)) if both else None,
-            "log_loss": float(log_loss(rows.click, p, labels=[0, 1])),
-            "log_loss_constant": float(log_loss(rows.click, base, labels=[0, 1])),
+    p = q_hat[np.arange(len(rows.item)), rows.item]
+    base = np.full_like(p, rows.click.mean())
+    return {"auc": roc_auc(rows.click, p),  # NaN (null in JSON) without both outcomes
+            "log_loss": log_loss(rows.click, p, eps=_LOGLOSS_EPS),
+            "log_loss_constant": log_loss(rows.click, base, eps=_LOGLOSS_EPS),
             "mean_prediction": float(p.mean()), "click_rate": float(rows.click.mean())}
 
 
