@@ -24,8 +24,8 @@ under which objective" section gives, per objective, the best policy by TrueWorl
 (also the best one that does not read the hidden state, i.e. not an oracle) and every policy's
 click rate, conversion rate and profit under each objective, with a plot.
 
-**Failed jobs.** A job without a readable ``results.json`` (it raised, was killed, timed out,
-or is still running) does not stop the aggregation; it is named in a "Failed jobs" section
+**Failed jobs.** A job without a readable ``results.json``, or with a ``FAILED.txt`` (it raised,
+was killed, timed out, or is still running; a re-run retires the previous results first) does not stop the aggregation; it is named in a "Failed jobs" section
 and in ``aggregate.json`` with its job number, overrides and error: the last line of the
 ``FAILED.txt`` that ``experiments.run`` writes into a job that raised (full traceback inside),
 else an error line of the job's Hydra log, else "no results.json". Jobs the sweep defined
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import traceback
@@ -80,6 +81,16 @@ class AggregateError(Exception):
 def write_failure_marker(job_dir: Path) -> Path:
     """Put the exception being handled (its traceback) in ``<job_dir>/FAILED.txt``."""
     return atomic_write_text(Path(job_dir) / FAILED_MARKER, traceback.format_exc())
+
+
+def retire_previous_results(job_dir: Path) -> None:
+    """Before a job (re)runs in ``job_dir``: an earlier run's ``results.json`` becomes
+    ``results.previous.json`` (kept, never aggregated) and its ``FAILED.txt`` goes, so what the
+    directory holds afterwards is this run's outcome only."""
+    job_dir = Path(job_dir)
+    if (job_dir / "results.json").is_file():
+        os.replace(job_dir / "results.json", job_dir / "results.previous.json")
+    (job_dir / FAILED_MARKER).unlink(missing_ok=True)
 
 
 @dataclass
@@ -128,7 +139,7 @@ def read_job(job_dir: Path) -> Job:
     overrides = [str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []]
     num = _job_num(job_dir)
     results_path = job_dir / "results.json"
-    if not results_path.is_file():
+    if not results_path.is_file() or (job_dir / FAILED_MARKER).is_file():  # a failed re-run beside old results
         return Job(num, job_dir, overrides, error=job_error(job_dir))
     try:
         results = json.loads(results_path.read_text())

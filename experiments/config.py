@@ -7,12 +7,16 @@ dataclasses, whose ``__post_init__`` checks values (ranges, choices) with one-li
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from agents.sb3 import ALGORITHMS
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig
 from experiments.ope.registry import PER_DECISION_ESTIMATORS, EstimatorConfig
@@ -21,7 +25,14 @@ from recsys.simulator.response_model import ResponseModelConfig
 from recsys.simulator.user_gan import UserGANConfig
 
 MAX_USERS = 5_000_000  # per seed and purpose: user ids come from disjoint blocks (experiments.run)
-ALGOS = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
+ALGOS = tuple(ALGORITHMS)  # ppo, a2c, dqn, maskable_ppo, recurrent_ppo
+
+
+@cache
+def _constructor_arguments(algo: str) -> frozenset[str]:
+    """The keyword arguments an SB3 algorithm's constructor takes (hyperparameters are checked
+    against them before any work starts)."""
+    return frozenset(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "policy", "env"}
 
 
 @dataclass
@@ -50,6 +61,13 @@ class AgentConfig:
         if self.eval_every < 0 or self.eval_users < 2:
             raise ValueError(f"agent.eval_every / eval_users: need eval_every >= 0 and eval_users >= 2, "
                              f"got {self.eval_every} / {self.eval_users}")
+        unknown = sorted(set(self.hyperparams) - _constructor_arguments(self.algo) - {"reward_scale"})
+        if unknown:
+            raise ValueError(f"agent.hyperparams: {unknown} is not an argument of {ALGORITHMS[self.algo].__name__} "
+                             "(check the spelling against the SB3 docs)")
+        if self.resume_from is not None and not Path(self.resume_from).is_file():
+            raise ValueError(f"agent.resume_from: {self.resume_from} is not a file (checkpoints are in "
+                             "<run>/checkpoints/)")
         self.train_world = str(self.train_world).lower()  # `train_world=true` arrives as the bool True
         if self.train_world not in ("learned", "true"):
             raise ValueError(f"agent.train_world: got {self.train_world!r}, expected 'learned' or 'true'")

@@ -28,7 +28,7 @@ from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
 from experiments import obd, setup_torch
-from experiments.aggregate import write_failure_marker
+from experiments.aggregate import retire_previous_results, write_failure_marker
 from experiments.artifacts import provenance
 from experiments.collect import collect_logs
 from experiments.evaluate import best_baseline, best_sim_trained_agent, evaluate_worlds, sim_to_real
@@ -135,6 +135,7 @@ EXPERIMENTS = {"main": run, "obd": obd.run}  # experiment.kind -> what the job r
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
+    retire_previous_results(out)  # a failed re-run must not leave an old results.json to aggregate
     try:
         results = EXPERIMENTS[cfg.experiment.kind](cfg, out)
     except Exception:  # Hydra runs the sweep's other jobs, then exits 1 (experiments.aggregate docstring)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.sb3 import PeriodicEvalCallback, SB3Policy, build_agent, resume_agent, train_agent
+from agents.sb3 import PeriodicEvalCallback, SB3Policy, build_agent, resume_from_checkpoint, train_agent
 from envs.campaign import CampaignConfig
 from envs.vector_env import CampaignVectorEnv
 from envs.world import World
@@ -29,11 +29,10 @@ def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str
     if agent.algo != "maskable_ppo":
         campaign = CampaignConfig(**{**vars(config.campaign), "invalid_action": "penalize"})
     env = CampaignVectorEnv(world_factories[agent.train_world](agent.n_envs), campaign)
-    if agent.resume_from:
-        model = resume_agent(agent.algo, Path(agent.resume_from), env, out / "tensorboard")
-    else:
-        model = build_agent(agent.algo, env, agent.hyperparams, agent.net_arch, config.experiment.seed,
-                            out / "tensorboard")
+    model = build_agent(agent.algo, env, agent.hyperparams, agent.net_arch, config.experiment.seed,
+                        out / "tensorboard")
+    if agent.resume_from:  # weights only: nothing in the checkpoint is unpickled
+        resume_from_checkpoint(model, Path(agent.resume_from))
     log.info("training %s for %d steps in the %s world", name, agent.total_timesteps, agent.train_world)
     callbacks = [PeriodicEvalCallback(evaluator(name, agent, world_factories, config), agent.eval_every)
                  ] if agent.eval_every else []

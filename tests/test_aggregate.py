@@ -251,3 +251,23 @@ def test_submitit_local_launcher_runs_jobs(tmp_path):
     assert (tmp_path / "1" / "results.json").is_file(), proc.stderr[-2000:]
     assert (tmp_path / "0" / agg.FAILED_MARKER).is_file()
     assert list((tmp_path / ".submitit").rglob("*_log.out"))
+
+
+def test_a_failed_rerun_beside_old_results_is_a_failure_not_a_success(tmp_path):
+    """A job re-run into its old directory that then fails: its previous results.json is
+    retired (kept as results.previous.json) and never aggregated under the new overrides."""
+    good = _results(0, "profit", {"ppo": 1.0, "logistic": 2.0})
+    sweep = _sweep(tmp_path / "sweep", ["experiment.seed=0,1"],
+                   [(["experiment.seed=0"], good), (["experiment.seed=1"], good)])
+    job = sweep / "1"
+    agg.retire_previous_results(job)  # what experiments.run does before the re-run starts
+    assert not (job / "results.json").exists() and (job / "results.previous.json").is_file()
+    (job / agg.FAILED_MARKER).write_text("Traceback ...\nValueError: the re-run failed\n")
+    # even if an old results.json were still there, FAILED.txt wins
+    (job / "results.json").write_text(json.dumps(good))
+    assert agg.main([str(sweep), "--no-progress"]) == 0
+    summary = json.loads((sweep / "aggregate.json").read_text())
+    assert [f["job"] for f in summary["failed_jobs"]] == [1]
+    assert summary["failed_jobs"][0]["error"] == "ValueError: the re-run failed"
+    agg.retire_previous_results(job)  # the next attempt starts clean: no marker, no results
+    assert not (job / agg.FAILED_MARKER).exists() and not (job / "results.json").exists()

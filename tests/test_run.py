@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from scipy.stats import kendalltau
 
-from agents.sb3 import resume_agent, train_agent
+from agents.sb3 import build_agent, resume_from_checkpoint, train_agent
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
@@ -168,6 +168,12 @@ def test_wrong_config_key_and_value_fail_clearly(tmp_path):
         run_module.run(_compose(TINY + ["campaign.reward=clicks"]), tmp_path)
     with pytest.raises(ValueError, match="agent.algo"):
         run_module.run(_compose(TINY + ["agents.ppo.algo=sac"]), tmp_path)
+    # an unknown SB3 hyperparameter and a missing checkpoint fail before logs or a simulator exist
+    with pytest.raises(ValueError, match="n_stepz.*PPO"):
+        run_module.run(_compose(TINY + ["+agents.ppo.hyperparams.n_stepz=3"]), tmp_path)
+    with pytest.raises(ValueError, match="agent.resume_from: .*missing.zip is not a file"):
+        run_module.run(_compose(TINY + [f"agents.ppo.resume_from={tmp_path / 'missing.zip'}"]), tmp_path)
+    assert not (tmp_path / "logs.parquet").exists()
     with pytest.raises(ValueError, match="experiment.agents"):
         run_module.run(_compose(TINY + ["experiment.agents=[ppo,sac]"]), tmp_path)
     with pytest.raises(ValueError, match="experiment.ope.policies: unknown \\['lightgbm'\\]"):
@@ -183,13 +189,14 @@ def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_pa
     config = run_module.config_module.load(_compose(TINY))
     campaign = CampaignConfig(invalid_action="penalize")  # plain PPO learns the masks via a penalty
     env = CampaignVectorEnv(TrueWorld(config.world, n_users=32), campaign)
-    model = resume_agent("ppo", final, env, None)
+    agent = config.agents["ppo"]
+    model = resume_from_checkpoint(build_agent("ppo", env, agent.hyperparams, agent.net_arch, 0, None), final)
     assert model.num_timesteps == 2048  # the checkpoint's count (smoke: 2048 steps)
     train_agent(model, 4096, "ppo", progress=False, checkpoint_dir=tmp_path)
     assert model.num_timesteps == 4096  # continued: 2048 more, not 4096 from zero
     assert (tmp_path / "ppo_final.zip").is_file()
     with pytest.raises(FileNotFoundError, match="resume_from"):
-        resume_agent("ppo", tmp_path / "missing.zip", env, None)
+        resume_from_checkpoint(model, tmp_path / "missing.zip")
 
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])

@@ -178,7 +178,7 @@ def test_maskable_ppo_learns_on_the_adapter_and_respects_masks():
 def test_reward_scale_scales_only_what_the_learner_sees_and_survives_resume(tmp_path):
     """``reward_scale`` in an agent's hyperparams (agents.sb3.algorithms.ScaledReward): the learner
     gets scaled rewards, the episode returns and infos keep real units, a resumed model keeps it."""
-    from agents.sb3.algorithms import ScaledReward, build_agent, resume_agent
+    from agents.sb3.algorithms import ScaledReward, build_agent, resume_from_checkpoint
 
     def env() -> CampaignVectorEnv:
         return CampaignVectorEnv(TrueWorld(n_users=N), CampaignConfig(invalid_action="penalize"))
@@ -196,7 +196,11 @@ def test_reward_scale_scales_only_what_the_learner_sees_and_survives_resume(tmp_
         np.testing.assert_allclose(reward, 0.1 * real, rtol=1e-5, atol=1e-6)
     model.learn(64)
     model.save(tmp_path / "dqn.zip")
-    resumed = resume_agent("dqn", tmp_path / "dqn.zip", env(), None)
+    params = {"reward_scale": 0.1, "learning_starts": 16, "buffer_size": 1000}
+    resumed = resume_from_checkpoint(build_agent("dqn", env(), params, [16], 0, None), tmp_path / "dqn.zip")
     assert isinstance(resumed.env, ScaledReward) and resumed.env.scale == 0.1
+    assert resumed.num_timesteps == model.num_timesteps
     plain = build_agent("dqn", env(), {"learning_starts": 16, "buffer_size": 1000}, [16], 0, None)
     assert not isinstance(plain.env, ScaledReward) and plain.reward_scale == 1.0
+    with pytest.raises(ValueError, match="reward_scale=0.1"):  # resumed with another config: refused
+        resume_from_checkpoint(plain, tmp_path / "dqn.zip")

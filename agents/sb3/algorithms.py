@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from agents.sb3.callbacks import CampaignMetricsCallback
+from agents.sb3.callbacks import AtomicCheckpointCallback, CampaignMetricsCallback, save_checkpoint
 from envs.sb3 import SB3VecEnv
 from envs.vector_env import CampaignVectorEnv
 from recsys.numerics import flush_denormals
@@ -90,29 +94,61 @@ def train_agent(
 ) -> BaseAlgorithm:
     """Train up to ``total_timesteps`` env steps in all (a resumed model continues from its
     own count) with TensorBoard scalars (SB3's plus campaign metrics), a progress bar and,
-    when ``checkpoint_every`` > 0, a checkpoint every that many env steps plus a final one."""
+    when ``checkpoint_every`` > 0, a checkpoint every that many env steps plus a final one
+    (each written atomically: a kill mid-write leaves the previous checkpoint intact)."""
     extra: list[BaseCallback] = []
     if checkpoint_dir is not None and checkpoint_every > 0:
-        per_call = max(checkpoint_every // model.n_envs, 1)  # CheckpointCallback counts env.step calls
-        extra.append(CheckpointCallback(per_call, str(checkpoint_dir), name_prefix=name))
+        per_call = max(checkpoint_every // model.n_envs, 1)  # counted in env.step calls, like SB3's
+        extra.append(AtomicCheckpointCallback(per_call, Path(checkpoint_dir), name))
     callback = CallbackList([CampaignMetricsCallback(), *extra, *(callbacks or [])])
     remaining = max(total_timesteps - model.num_timesteps, 0)
     with flush_denormals():
         model.learn(remaining, callback=callback, tb_log_name=name, progress_bar=progress,
                     reset_num_timesteps=model.num_timesteps == 0)
     if checkpoint_dir is not None:
-        model.save(Path(checkpoint_dir) / f"{name}_final")
+        save_checkpoint(model, Path(checkpoint_dir) / f"{name}_final.zip")
     return model
 
 
-def resume_agent(algo: str, path: Path, env: CampaignVectorEnv, tensorboard_dir: Path | None) -> BaseAlgorithm:
-    """Reload a checkpoint (``<name>_<steps>_steps.zip``) to continue an interrupted training."""
+def resume_from_checkpoint(model: BaseAlgorithm, path: Path) -> BaseAlgorithm:
+    """Continue an interrupted training: load a checkpoint's weights into ``model``, which was
+    rebuilt from the same config (``build_agent``), without unpickling anything.
+
+    SB3's own ``load`` unpickles the zip's ``data`` entries (schedules, spaces, buffers) with
+    cloudpickle, so a crafted checkpoint could run code. Here only tensors are read, with
+    ``torch.load(weights_only=True)`` (``policy.pth`` and, when present,
+    ``policy.optimizer.pth``), and from ``data`` only plain JSON numbers (the step counters,
+    ``reward_scale``); serialized entries are never decoded."""
     path = Path(path)
+    where = f"agent.resume_from: {path}"
     if not path.is_file():
-        raise FileNotFoundError(f"agent.resume_from: {path} does not exist (checkpoints are in <run>/checkpoints/)")
-    model = algorithm_class(algo).load(path, env=VecMonitor(SB3VecEnv(env)), device="cpu",
-                                       tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None)
-    reward_scale = float(getattr(model, "reward_scale", 1.0))
-    if reward_scale != 1.0:
-        model.set_env(_wrap(env, reward_scale))
+        raise FileNotFoundError(f"{where} does not exist (checkpoints are in <run>/checkpoints/)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            missing = {"data", "policy.pth"} - names
+            if missing:
+                raise ValueError(f"lacks {sorted(missing)}")
+            data = json.loads(archive.read("data"))
+            policy = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
+            optimizer = (torch.load(io.BytesIO(archive.read("policy.optimizer.pth")), map_location="cpu",
+                                    weights_only=True) if "policy.optimizer.pth" in names else None)
+    except Exception as exc:  # zipfile, JSON and torch errors come in many types; all mean "not a checkpoint"
+        raise ValueError(f"{where} is not a readable SB3 checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("num_timesteps"), int):
+        raise ValueError(f"{where}: its data has no integer num_timesteps; not an SB3 checkpoint")
+    saved_scale = data.get("reward_scale", 1.0)
+    if not isinstance(saved_scale, int | float) or float(saved_scale) != float(getattr(model, "reward_scale", 1.0)):
+        raise ValueError(f"{where} was trained with reward_scale={saved_scale!r}, the config says "
+                         f"{getattr(model, 'reward_scale', 1.0)}; resume with the config it was trained with")
+    try:
+        model.policy.load_state_dict(policy)
+        if optimizer is not None:
+            model.policy.optimizer.load_state_dict(optimizer)
+    except Exception as exc:  # key or shape mismatch: another algorithm or network
+        raise ValueError(f"{where} does not fit this agent (another algorithm or net_arch?): "
+                         f"{str(exc).splitlines()[0]}") from None
+    model.num_timesteps = int(data["num_timesteps"])
+    if isinstance(data.get("_n_updates"), int):
+        model._n_updates = data["_n_updates"]
     return model

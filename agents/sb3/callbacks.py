@@ -1,14 +1,18 @@
-"""Everything that observes SB3 training, as callbacks: campaign scalars for TensorBoard and
-periodic evaluation in both worlds."""
+"""Everything that observes SB3 training, as callbacks: campaign scalars for TensorBoard,
+periodic evaluation in both worlds, atomic checkpoints."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+
+from recsys.artifacts import atomic_write_bytes
 
 
 class CampaignMetricsCallback(BaseCallback):
@@ -91,3 +95,24 @@ class PeriodicEvalCallback(BaseCallback):
             for metric, value in metrics.items():
                 self.logger.record(f"eval_{world}/{metric}", float(value))
         self.logger.dump(self.num_timesteps)
+
+
+def save_checkpoint(model: BaseAlgorithm, path: Path) -> Path:
+    """SB3's zip of ``model``, written atomically (``recsys.artifacts.atomic_write_bytes``)."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+class AtomicCheckpointCallback(BaseCallback):
+    """``CheckpointCallback``'s schedule (every ``save_freq`` calls, ``<prefix>_<steps>_steps.zip``),
+    with atomic writes."""
+
+    def __init__(self, save_freq: int, save_path: Path, name_prefix: str) -> None:
+        super().__init__()
+        self.save_freq, self.save_path, self.name_prefix = save_freq, save_path, name_prefix
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            save_checkpoint(self.model, self.save_path / f"{self.name_prefix}_{self.num_timesteps}_steps.zip")
+        return True
