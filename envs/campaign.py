@@ -7,10 +7,12 @@ value ranker and the OPE reward models all call it, so every one of them follows
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from envs.checks import check_field_types, require
 from envs.world import Catalog
 
 REWARDS = ("click", "conversion", "profit", "weighted")
@@ -32,6 +34,7 @@ class CampaignConfig:
     history_decay: float = 0.8  # decay of the exposure/click summaries in observations
 
     def __post_init__(self) -> None:
+        check_field_types(self, "campaign")
         if self.horizon < 1:
             raise ValueError(f"campaign.horizon: must be >= 1, got {self.horizon}")
         if self.budget <= 0:
@@ -50,6 +53,12 @@ class CampaignConfig:
             raise ValueError(
                 f"campaign.invalid_action: got {self.invalid_action!r}, expected 'error' or 'penalize'"
             )
+        require(self.invalid_action_penalty >= 0, "campaign.invalid_action_penalty", ">= 0 (a cost subtracted "
+                "from the reward)", self.invalid_action_penalty)
+        if self.reward == "weighted":
+            w = [self.reward_weights.get(k, 0.0) for k in ("click", "conversion", "profit")]
+            require(all(isinstance(x, int | float) and math.isfinite(x) for x in w) and any(x != 0 for x in w),
+                    "campaign.reward_weights", "finite numbers, not all 0, with reward=weighted", self.reward_weights)
         if not 0.0 <= self.history_decay < 1.0:
             raise ValueError(f"campaign.history_decay: must be in [0, 1), got {self.history_decay}")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import rng
+from envs.checks import check_field_types, require
 from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs
 
 _REGIONS = 6
@@ -70,6 +71,7 @@ class TrueWorldConfig:
     annoy_decay: float = 0.7
 
     def __post_init__(self) -> None:
+        check_field_types(self, "world")
         for name in ("n_offers", "n_categories", "latent_dim", "n_segments"):
             if getattr(self, name) < 1:
                 raise ValueError(f"world.{name}: must be >= 1, got {getattr(self, name)}")
@@ -80,6 +82,11 @@ class TrueWorldConfig:
                 raise ValueError(f"world.{name}: must be in [0, 1], got {getattr(self, name)}")
         if self.contact_cost < 0:
             raise ValueError(f"world.contact_cost: must be >= 0, got {self.contact_cost}")
+        require(0 <= self.value_min <= self.value_max, "world.value_min / world.value_max",
+                "0 <= value_min <= value_max", (self.value_min, self.value_max))
+        require(0 <= self.incentive_max < 1, "world.incentive_max", "in [0, 1) (a share of the value)", self.incentive_max)
+        for name in ("segment_spread", "within_segment_sd", "region_concentration"):
+            require(getattr(self, name) > 0, f"world.{name}", "> 0", getattr(self, name))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -62,6 +62,8 @@ class CampaignVectorEnv(VectorEnv):
         campaign: CampaignConfig | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
     ) -> None:
+        if not isinstance(world.n_users, int | np.integer) or world.n_users < 1:
+            raise ValueError(f"num_envs: a batched env needs at least 1 user, got {world.n_users!r}")
         self.world = world
         self.campaign = campaign or CampaignConfig()
         self.catalog = world.catalog
@@ -120,7 +122,10 @@ class CampaignVectorEnv(VectorEnv):
             if mask.shape != (self.num_envs,):
                 raise ValueError(f"options['reset_mask']: expected shape ({self.num_envs},), got {mask.shape}")
         if seed is not None:
-            seeds = np.asarray(seed, dtype=np.int64)
+            try:
+                seeds = np.asarray(seed, dtype=np.int64)
+            except (OverflowError, TypeError, ValueError):
+                raise ValueError(f"seed: expected an int in [0, 2**63) or {self.num_envs} of them, got {seed!r}") from None
             if seeds.ndim == 0:
                 seeds = seeds + np.arange(self.num_envs)
             if seeds.shape != (self.num_envs,):
@@ -201,11 +206,11 @@ class CampaignVectorEnv(VectorEnv):
             if actions.size == 0 or (actions.min() >= 0 and actions.max() < self.catalog.n_actions):
                 return actions  # the common case (SB3, rollouts), checked with two reductions
         actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,):
-            actions = actions.reshape(-1) if actions.size == self.num_envs else actions
+        if actions.shape != (self.num_envs,):  # (N, 1) from some agents is fine; (2, 4) for 8 users is not
+            actions = actions.reshape(-1) if actions.shape == (self.num_envs, 1) else actions
         if actions.shape != (self.num_envs,):
             raise ValueError(f"actions: expected shape ({self.num_envs},), got {np.shape(actions)}")
-        if actions.dtype.kind not in "biuf":  # strings, objects, None: not numbers at all
+        if actions.dtype.kind not in "iuf":  # bools, strings, objects, None: not action numbers
             raise ValueError(f"actions: expected integers in [0, {self.catalog.n_offers}], got dtype {actions.dtype}")
         if not np.issubdtype(actions.dtype, np.integer):
             if not np.all(np.isfinite(actions)) or np.any(actions != np.round(actions)):
@@ -224,6 +229,8 @@ class CampaignVectorEnv(VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._seeded:
+            raise RuntimeError("step: call reset() first (the env has no users yet)")
         actions = self._check_actions(actions)
         n = self.num_envs
         lay, cat, camp = self.layout, self.catalog, self.campaign

@@ -29,6 +29,12 @@ class Catalog:
         n = len(self.category)
         if n == 0:
             raise ValueError("catalog: needs at least one offer")
+        if self.category.ndim != 1 or not np.issubdtype(self.category.dtype, np.integer) or self.category.min() < 0:
+            raise ValueError("catalog.category: expected one non-negative integer code per offer")
+        unused = sorted(set(range(int(self.category.max()) + 1)) - set(self.category.tolist()))
+        if unused:
+            raise ValueError(f"catalog.category: codes must be 0..{int(self.category.max())} with none unused "
+                             f"(unused: {unused[:5]}); renumber the categories, each code sizes the observation")
         for name in ("value", "discount"):
             arr = getattr(self, name)
             if arr.shape != (n,):
@@ -56,9 +62,21 @@ class Catalog:
                 "discount": self.discount.tolist(), "contact_cost": self.contact_cost}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Catalog:
-        return cls(category=np.asarray(d["category"], dtype=np.int64), value=np.asarray(d["value"], dtype=float),
-                   discount=np.asarray(d["discount"], dtype=float), contact_cost=float(d["contact_cost"]))
+    def from_json(cls, d: Any) -> Catalog:
+        """The inverse of ``to_json``; one-line errors for a missing key or a non-numeric value."""
+        keys = ("category", "value", "discount", "contact_cost")
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            missing = [k for k in keys if not isinstance(d, dict) or k not in d]
+            raise ValueError(f"catalog: missing {missing}; a catalog is a JSON object with {', '.join(keys)}")
+        try:
+            category = np.asarray(d["category"])
+            if category.dtype.kind not in "iu":
+                raise ValueError("category codes must be integers")
+            return cls(category=category.astype(np.int64), value=np.asarray(d["value"], dtype=float),
+                       discount=np.asarray(d["discount"], dtype=float), contact_cost=float(d["contact_cost"]))
+        except (TypeError, ValueError) as exc:
+            message = str(exc).splitlines()[0]
+            raise ValueError(message if message.startswith("catalog") else f"catalog: {message}") from None
 
     def worst_case_cost(self) -> np.ndarray:
         """(n_actions,) the most an action can cost: contact plus a discount if it converts."""

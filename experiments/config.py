@@ -8,22 +8,29 @@ dataclasses, whose ``__post_init__`` checks values (ranges, choices) with one-li
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from agents.sb3 import ALGORITHMS
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig
 from experiments.ope.registry import PER_DECISION_ESTIMATORS, EstimatorConfig
+from recsys.data.profiles import MIN_USERS
 from recsys.recommenders import RECOMMENDERS, make_recommender
 from recsys.simulator.response_model import ResponseModelConfig
 from recsys.simulator.user_gan import UserGANConfig
 
+MIN_BOOTSTRAP = 10  # resamples of a percentile CI: fewer cannot give its quantiles
+MAX_SEED = 1_000_000  # seed * USERS_PER_SEED must stay far inside int64 (counter-based user keys)
 MAX_USERS = 5_000_000  # per seed and purpose: user ids come from disjoint blocks (experiments.run)
 ALGOS = tuple(ALGORITHMS)  # ppo, a2c, dqn, maskable_ppo, recurrent_ppo
 
@@ -83,8 +90,9 @@ class LogsConfig:
     rest_probability: float = 0.3  # share of steps the logging policy sends nothing
 
     def __post_init__(self) -> None:
-        if not 10 <= self.n_users <= MAX_USERS:
-            raise ValueError(f"experiment.logs.n_users: must be in [10, {MAX_USERS}], got {self.n_users}")
+        if not MIN_USERS <= self.n_users <= MAX_USERS:
+            raise ValueError(f"experiment.logs.n_users: must be in [{MIN_USERS}, {MAX_USERS}] (fitting a simulator "
+                             f"needs {MIN_USERS} users), got {self.n_users}")
 
 
 @dataclass
@@ -101,6 +109,8 @@ class EvaluationConfig:
             raise ValueError(f"experiment.evaluation.n_users: must be in [2, {MAX_USERS}], got {self.n_users}")
         if not 0.5 <= self.ci_level < 1.0:
             raise ValueError(f"experiment.evaluation.ci_level: must be in [0.5, 1), got {self.ci_level}")
+        if self.n_bootstrap < MIN_BOOTSTRAP:
+            raise ValueError(f"experiment.evaluation.n_bootstrap: must be >= {MIN_BOOTSTRAP}, got {self.n_bootstrap}")
 
 
 @dataclass
@@ -122,6 +132,8 @@ class OPEConfig:
             raise ValueError("experiment.ope.n_users / truth_users: need >= 10 logged users and >= 2 truth users")
         if not self.softmax_temperature > 0:
             raise ValueError(f"experiment.ope.softmax_temperature: must be > 0, got {self.softmax_temperature}")
+        if self.n_bootstrap < MIN_BOOTSTRAP:
+            raise ValueError(f"experiment.ope.n_bootstrap: must be >= {MIN_BOOTSTRAP}, got {self.n_bootstrap}")
 
 
 EXPERIMENT_KINDS = ("main", "obd")
@@ -175,6 +187,9 @@ class ExperimentConfig:
             raise ValueError(f"experiment.kind: got {self.kind!r}, expected one of {', '.join(EXPERIMENT_KINDS)}")
         if self.torch_threads < 1:
             raise ValueError(f"experiment.torch_threads: must be >= 1, got {self.torch_threads}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"experiment.seed: must be in [0, {MAX_SEED}) (user ids come from per-seed blocks), "
+                             f"got {self.seed}")
         if self.logs.n_users + self.ope.draws * self.ope.n_users > MAX_USERS:
             raise ValueError(f"experiment.ope: logs.n_users + draws * ope.n_users must be <= {MAX_USERS} "
                              "(OPE draws take fresh users from the logs' block)")
@@ -269,3 +284,17 @@ def user_blocks(seed: int) -> tuple[int, int]:
     different seeds and purposes never overlap, so no evaluation user was ever logged."""
     logs_from = seed * USERS_PER_SEED
     return logs_from, logs_from + MAX_USERS
+
+
+def load_or_exit(cfg: DictConfig) -> Config:
+    """``load`` for an entry point: a bad value ends a single run with one line on stderr and
+    exit code 2, before any work and without a traceback (``HYDRA_FULL_ERROR=1`` shows it).
+    In a multirun the error is raised instead, so Hydra still runs the sweep's other jobs and
+    the failed one gets its ``FAILED.txt``."""
+    try:
+        return load(cfg)
+    except ValueError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

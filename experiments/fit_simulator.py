@@ -105,7 +105,7 @@ def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset) 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    config = config_module.load(cfg)
+    config = config_module.load_or_exit(cfg)
     setup_torch(config.experiment.torch_threads)
     out = Path(HydraConfig.get().runtime.output_dir)
     data = LoggedDataset.from_table(collect_logs(config, config.experiment.progress),

@@ -137,6 +137,8 @@ def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     retire_previous_results(out)  # a failed re-run must not leave an old results.json to aggregate
     try:
+        if cfg.experiment.kind == "main":
+            config_module.load_or_exit(cfg)  # every value checked before any work: one line, no traceback
         results = EXPERIMENTS[cfg.experiment.kind](cfg, out)
     except Exception:  # Hydra runs the sweep's other jobs, then exits 1 (experiments.aggregate docstring)
         write_failure_marker(out)  # FAILED.txt with the traceback, named by experiments.aggregate

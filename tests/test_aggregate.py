@@ -215,7 +215,7 @@ def test_table_helpers_escape_and_mark_ties():
 # ---------------------------------------------------------------- real multiruns
 FAST = ["experiment=smoke", "experiment.progress=false", "experiment.evaluation.n_users=200",
         "experiment.evaluation.n_bootstrap=50", "experiment.agents=[ppo]", "experiment.ope.draws=0"]
-FAIL_THEN_OK = "experiment.logs.n_users=50,1500"  # 50 users: fit_simulator raises at run time
+FAIL_THEN_OK = "experiment.logs.n_users=50,1500"  # 50 users: the job's config check raises
 
 
 def _multirun(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -226,9 +226,9 @@ def _multirun(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_multirun_with_a_failing_job_is_aggregated(tmp_path):
     """Basic launcher: job 0 raises, Hydra still runs job 1, then exits 1; the aggregate names job 0."""
     proc = _multirun(tmp_path)
-    assert proc.returncode == 1 and "need at least 100" in proc.stderr  # Hydra re-raises the failure at the end
+    assert proc.returncode == 1 and "needs 100 users" in proc.stderr  # Hydra re-raises the failure at the end
     assert (tmp_path / "1" / "results.json").is_file()  # ... after running the other job
-    assert "need at least 100" in (tmp_path / "0" / agg.FAILED_MARKER).read_text()
+    assert "needs 100 users" in (tmp_path / "0" / agg.FAILED_MARKER).read_text()
     assert "job failed" in (tmp_path / "0" / "run.log").read_text()
     for name in ("policies.csv", "policies.tex"):
         assert (tmp_path / "1" / name).stat().st_size > 0
@@ -237,11 +237,12 @@ def test_multirun_with_a_failing_job_is_aggregated(tmp_path):
     summary = json.loads((tmp_path / "aggregate.json").read_text())
     (failed,) = summary["failed_jobs"]
     assert failed["job"] == 0 and "experiment.logs.n_users=50" in failed["overrides"]
-    assert failed["error"] == "ValueError: logs: 50 users, need at least 100 to fit a simulator"
+    assert failed["error"] == ("ValueError: experiment.logs.n_users: must be in [100, 5000000] (fitting a simulator "
+                               "needs 100 users), got 50")
     assert [g["label"] for g in summary["groups"]] == ["experiment.logs.n_users=1500"]
     for name in ("aggregate.md", "aggregate.html", "aggregate.csv", "aggregate.tex"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "need at least 100" in (tmp_path / "aggregate.md").read_text().split("## Failed jobs")[1]
+    assert "needs 100 users" in (tmp_path / "aggregate.md").read_text().split("## Failed jobs")[1]
 
 
 def test_submitit_local_launcher_runs_jobs(tmp_path):

@@ -215,8 +215,8 @@ def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
     from recsys.data.dataset import LoggedDataset
     from recsys.data.schema import LogSchemaError
 
-    config = run_module.config_module.load(_compose(TINY + ["experiment.logs.n_users=50"]))
-    logs = collect_logs(config, progress=False)
+    config = run_module.config_module.load(_compose(TINY))
+    logs = collect_logs(config, progress=False, n_users=50)
     catalog = TrueWorld(config.world).catalog
     with pytest.raises(ValueError, match="50 users, need at least 100"):
         LoggedDataset.from_table(logs, catalog)

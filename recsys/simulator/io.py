@@ -40,7 +40,10 @@ def load_simulator(directory: str | Path, n_users: int = 1) -> LearnedWorld:
         raise FileNotFoundError(f"simulator_dir: {directory} does not exist; run python -m experiments.fit_simulator")
     if not (directory / CATALOG_FILE).is_file():
         raise FileNotFoundError(f"{directory / CATALOG_FILE}: missing; the simulator directory is incomplete")
-    catalog = Catalog.from_json(json.loads((directory / CATALOG_FILE).read_text()))
+    try:
+        catalog = Catalog.from_json(json.loads((directory / CATALOG_FILE).read_text()))
+    except ValueError as exc:  # JSON syntax errors are ValueErrors too
+        raise ValueError(f"{directory / CATALOG_FILE}: {str(exc).splitlines()[0]}") from None
     return LearnedWorld(load_response_model(directory / RESPONSE_MODEL_DIR), UserGAN.load(directory / USER_GAN_DIR),
                         catalog, n_users)
 

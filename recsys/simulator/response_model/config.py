@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from envs.checks import check_field_types, require
 from envs.world import ProfileSchema
 from recsys.data.sequences import SequenceData
 
@@ -34,6 +35,7 @@ class ResponseModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self, "response_model")
         if self.history_encoder not in ENCODERS:
             raise ValueError(f"response_model.history_encoder: got {self.history_encoder!r}, expected one of {ENCODERS}")
         for name in ("embed_dim", "hidden_dim", "epochs", "batch_size", "patience"):
@@ -54,6 +56,17 @@ class DataSpec:
     num_loc: list[float]
     num_scale: list[float]
     horizon: int
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "response_model.data")
+        require(self.n_actions >= 2, "response_model.data.n_actions", ">= 2 (no offer and at least one offer)",
+                self.n_actions)
+        require(self.horizon >= 1, "response_model.data.horizon", ">= 1", self.horizon)
+        require(len(self.cardinalities) == len(self.cat_names) and min(self.cardinalities, default=1) >= 1,
+                "response_model.data.cardinalities", "one count >= 1 per categorical feature", self.cardinalities)
+        require(len(self.num_loc) == len(self.num_scale) == len(self.num_names)
+                and all(s > 0 for s in self.num_scale), "response_model.data.num_scale",
+                "one scale > 0 per numeric feature, with a location", self.num_scale)
 
     @property
     def profile_schema(self) -> ProfileSchema:
