@@ -225,8 +225,14 @@ def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
     with pytest.raises(LogSchemaError, match="propensity"):
         LoggedDataset.from_table(broken, catalog)
     small = TrueWorld(replace(config.world, n_offers=config.world.n_offers - 4)).catalog
-    with pytest.raises(ValueError, match="actions go up to .* but the catalog has"):
+    with pytest.raises(ValueError, match="declares n_actions=25 but the catalog has 20 offers"):
         LoggedDataset.from_table(logs, small)
+    larger = TrueWorld(replace(config.world, n_offers=30)).catalog  # 24-offer logs, a 30-offer world: refused too
+    with pytest.raises(ValueError, match="declares n_actions=25 but the catalog has 30 offers"):
+        LoggedDataset.from_table(logs, larger)
+    undeclared = logs.replace_schema_metadata(None)  # without metadata only the range can be checked
+    with pytest.raises(ValueError, match="actions go up to 24 but the catalog has 20 offers"):
+        LoggedDataset.from_table(undeclared, small)
 
 
 def test_recommender_group_and_ope_validation_config_compose():

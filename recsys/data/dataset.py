@@ -41,6 +41,10 @@ class LoggedDataset:
                    min_users: int = MIN_USERS) -> LoggedDataset:
         """Validate and parse ``table`` once; ``split_seed`` fixes which users are held out."""
         summary = validate_logs(table)
+        declared = log_metadata(table).get("n_actions")
+        if declared is not None and declared != catalog.n_actions:
+            raise ValueError(f"logs: the file declares n_actions={declared} but the catalog has {catalog.n_offers} "
+                             f"offers ({catalog.n_actions} actions); pass the catalog the logs were made with")
         if summary.n_actions > catalog.n_actions:
             raise ValueError(f"logs: actions go up to {summary.n_actions - 1} but the catalog has "
                              f"{catalog.n_offers} offers; pass the catalog the logs were made with")
