@@ -190,7 +190,7 @@ def generate_logs(
         "seed": int(seed),
         "n_users": int(n_users),
         "horizon": int(env.campaign.horizon),
-        "actions": "0 = no offer, a >= 1 = catalog offer a - 1",
+        "actions": "0 = no offer, a >= 1 = catalog offer a - 1", "no_offer_action": 0,
     }
     world_config = getattr(env.world, "config", None)
     if world_config is not None and hasattr(world_config, "seed"):

@@ -340,7 +340,7 @@ def _combined_logs(tables: dict[str, pa.Table]) -> pa.Table:
     metas = [log_metadata(t) for t in tables.values()]
     cards = {k: max(m["categorical_cardinality"][k] for m in metas) for k in metas[0]["categorical_cardinality"]}
     meta = {"n_actions": max(m["n_actions"] for m in metas), "categorical_cardinality": cards,
-            "source": "obd/random/" + "+".join(tables), "position": "OBD slot 1..3 as in the files",
+            "source": "obd/random/" + "+".join(tables), "position": "OBD slot 1..3 as in the files", "no_offer_action": None,
             "note": "user feature codes are numbered per campaign file; see the campaign column"}
     table = with_metadata(pa.concat_tables(parts), meta)
     validate_logs(table)

@@ -54,6 +54,7 @@ def test_generated_logs_validate_and_follow_the_schema(table):
     assert s.extra_columns == ()
     meta = log_metadata(table)
     assert meta["n_actions"] == 25 and meta["categorical_cardinality"] == {"region": 6, "device": 3}
+    assert meta["no_offer_action"] == 0
     users, steps = table["user_id"].to_numpy(), table["step"].to_numpy()
     assert set(users) == set(range(SEED, SEED + N_USERS))
     # each user's steps are 0 .. length-1, rows sorted by (user, step)
@@ -159,6 +160,10 @@ def small(table) -> pa.Table:
     return table.slice(0, 60).combine_chunks()
 
 
+def _meta(t: pa.Table, **changes) -> pa.Table:
+    return with_metadata(t, {**log_metadata(t), **changes})
+
+
 def _mutate(small: pa.Table, case: str) -> tuple[pa.Table, dict]:
     t, kw = small, {}
     if case == "missing_click":
@@ -201,6 +206,28 @@ def _mutate(small: pa.Table, case: str) -> tuple[pa.Table, dict]:
         kw = {"n_actions": 30}
     elif case == "metadata_bad_json":
         t = t.replace_schema_metadata({b"campaign_gym": b"{not json"})
+    elif case.startswith("metadata_no_offer_"):
+        bad = {"metadata_no_offer_string": "0", "metadata_no_offer_bool": False, "metadata_no_offer_25": 25}[case]
+        t = _meta(t, no_offer_action=bad)
+    # event semantics (rows of small: user 12 = rows 3..13, 13 = 14..16, 15 = 19..32, 16 = 33..48)
+    elif case == "conversion_without_click":
+        t = _patch(t, "conversion", [40, 20, 25], 1)  # first in file order: row 20 = user 15 step 1
+    elif case == "click_on_no_offer":
+        assert t["action"][22].as_py() == t["action"][8].as_py() == 0
+        t = _patch(t, "click", [22, 8], 1)  # row 8 = user 12 step 5
+    elif case == "conversion_on_no_offer":
+        t = _patch(_patch(t, "click", 8, 1), "conversion", 8, 1)
+    elif case == "click_on_other_no_offer":
+        assert t["action"][12].as_py() == 5 and t["click"][12].as_py() == 1  # user 12 step 9
+        t = _meta(t, no_offer_action=5)
+    elif case == "row_after_churn":
+        t = _patch(t, "churned", 5, 1)  # user 12 churns at step 2: rows 6..13 (steps 3..10) follow
+    elif case == "steps_out_of_order":
+        t = t.take([*range(4), 5, 4, *range(6, t.num_rows)])  # user 12: steps 0, 2, 1, 3, ...
+    elif case == "profile_cat_changes":
+        t = _patch(t, "cat_region", 16, 5)  # user 13 step 2
+    elif case == "profile_num_changes":
+        t = _patch(t, "num_age", [45, 30], 1.0)  # row 30 = user 15 step 11
     else:  # pragma: no cover
         raise AssertionError(case)
     return t, kw
@@ -227,6 +254,18 @@ BAD_CASES = {  # case -> words the one-line message must contain (the field firs
     "metadata_undeclared_column": ["metadata.categorical_cardinality.region", "cat_region"],
     "metadata_n_actions_mismatch": ["action", "n_actions=30", "n_actions=25"],
     "metadata_bad_json": ["metadata", "JSON"],
+    "metadata_no_offer_string": ["metadata.no_offer_action", "'0'", "null"],
+    "metadata_no_offer_bool": ["metadata.no_offer_action", "False"],
+    "metadata_no_offer_25": ["metadata.no_offer_action", "25", "[0, n_actions)"],
+    "conversion_without_click": ["conversion", "3 rows have a conversion without a click", "(first: user 15 step 1)",
+                                 "log conversion only on clicked rows"],
+    "click_on_no_offer": ["click", "2 rows", "'no offer' action 0", "(first: user 12 step 5)", "no_offer_action"],
+    "conversion_on_no_offer": ["click", "1 row has", "'no offer' action 0", "(first: user 12 step 5)"],
+    "click_on_other_no_offer": ["click", "1 row has", "'no offer' action 5", "(first: user 12 step 9)"],
+    "row_after_churn": ["churned", "8 rows", "after their user churned", "(first: user 12 step 3)", "last step"],
+    "steps_out_of_order": ["step", "1 row has", "(first: user 12 step 1)", "sort rows by (user_id, step)"],
+    "profile_cat_changes": ["cat_region", "1 row has", "(first: user 13 step 2)", "constant within a user"],
+    "profile_num_changes": ["num_age", "2 rows", "(first: user 15 step 11)", "constant within a user"],
 }
 
 
@@ -250,8 +289,8 @@ def test_minimal_user_logs_without_metadata_validate():
         "action": [2, 0, 7],
         "propensity": [0.25, 1.0, 0.5],
         "click": [True, False, False],
-        "cat_country": [0, 3, 1],
-        "num_spend": [1.5, 0.0, 2.0],
+        "cat_country": [0, 0, 1],
+        "num_spend": [1.5, 1.5, 2.0],
         "note": ["a", "b", "c"],
     })
     s = validate_logs(t)
@@ -260,6 +299,21 @@ def test_minimal_user_logs_without_metadata_validate():
     assert s.profile_features == ("cat_country", "num_spend") and s.extra_columns == ("note",)
     with pytest.raises(LogSchemaError, match="^action: .*n_actions=5"):
         validate_logs(t, n_actions=5)
+
+
+def test_event_semantics_what_stays_valid(small):
+    # OBD-style logs (no_offer_action null: action 0 is a real item) may click and convert on action 0
+    clicked = _patch(_patch(small, "click", [8, 22], 1), "conversion", 8, 1)
+    with pytest.raises(LogSchemaError, match=r"^click: .*'no offer' action 0 \(first: user 12 step 5\)"):
+        validate_logs(clicked)  # the default (key absent) is campaign-gym's 0, as is the generated metadata
+    with pytest.raises(LogSchemaError, match="^click: "):
+        validate_logs(_meta(clicked).replace_schema_metadata(None))
+    assert validate_logs(_meta(clicked, no_offer_action=None)).click_rate > validate_logs(small).click_rate
+    # a user's rows need not be contiguous: steps increase in file order within each user
+    interleaved = small.take([0, 3, 1, 4, 2, *range(5, small.num_rows)])
+    assert validate_logs(interleaved).n_users == validate_logs(small).n_users
+    # a user need not churn: an unchurned last row (user 16) is the horizon
+    assert validate_logs(_patch(small, "churned", 48, 0)).n_rows == small.num_rows
 
 
 # ---------------------------------------------------------------------------------------- splits

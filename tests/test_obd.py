@@ -8,12 +8,13 @@ import sys
 from importlib import metadata as importlib_metadata
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
 from recsys.data import obd
 from recsys.data.obd import load_obd, obd_files, obd_item_context
-from recsys.data.schema import log_metadata, validate_logs
+from recsys.data.schema import LogSchemaError, log_metadata, validate_logs, with_metadata
 
 try:
     importlib_metadata.distribution("obp")
@@ -44,6 +45,20 @@ def test_random_all_maps_into_the_schema(random_all):
     assert s.categorical_features == tuple(f"user_feature_{k}" for k in range(4))
     assert s.numeric_features == () and s.conversion_rate is None
     assert "timestamp" in s.extra_columns
+
+
+def test_action_0_is_a_real_item_that_may_be_clicked(random_all):
+    """OBD has no 'no offer' action (metadata no_offer_action = null): a click on item 0 is valid;
+    under campaign-gym's default (no_offer_action absent = 0) the same logs are rejected."""
+    meta = log_metadata(random_all)
+    assert "no_offer_action" in meta and meta["no_offer_action"] is None
+    click = random_all["click"].to_numpy().copy()
+    click[np.flatnonzero(random_all["action"].to_numpy() == 0)[:3]] = 1
+    t = random_all.set_column(random_all.column_names.index("click"), "click", pa.array(click))
+    assert validate_logs(t).click_rate > validate_logs(random_all).click_rate
+    default = with_metadata(t, {k: v for k, v in meta.items() if k != "no_offer_action"})
+    with pytest.raises(LogSchemaError, match="^click: .*'no offer' action 0 .*no_offer_action to null"):
+        validate_logs(default)
 
 
 def test_random_all_click_rate(random_all):

@@ -21,7 +21,8 @@ Mapping (see ``recsys.data.schema`` for the schema):
 * ``timestamp`` is carried along as an extra column (for time-based splits).
 
 Metadata: ``n_actions`` = number of items (rows of ``item_context.csv``: 80 for ``all``, 34 for
-``men``, 46 for ``women``), ``categorical_cardinality``, ``source`` = ``obd/<policy>/<campaign>``.
+``men``, 46 for ``women``), ``categorical_cardinality``, ``source`` = ``obd/<policy>/<campaign>``,
+``no_offer_action`` = null (so clicks on action 0, a real item, are valid).
 
 Data: by default the 10,000-row samples shipped in the ``obp==0.4.1`` wheel, located without
 importing obp (install with ``pip install --no-deps obp==0.4.1``; obp itself is not importable
@@ -176,6 +177,7 @@ def load_obd(
         "categorical_cardinality": cards,
         "source": f"obd/{behavior_policy}/{campaign}",
         "actions": "item_id (no 'no offer' action)",
+        "no_offer_action": None,
         "position": "OBD slot 1..3 as in the files",
         "categories": vocab,
     }

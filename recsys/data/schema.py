@@ -13,7 +13,8 @@ column         type             meaning
 ``step``       integer >= 0     position in the user's sequence (or a timestamp rank); unique per
                                 user: no two rows share ``(user_id, step)``
 ``action``     integer          what was logged, in ``[0, n_actions)``; in campaign-gym worlds 0 is
-                                "no offer" and ``a >= 1`` is catalog offer ``a - 1``
+                                "no offer" and ``a >= 1`` is catalog offer ``a - 1`` (see
+                                ``no_offer_action`` below)
 ``propensity`` float in (0, 1]  probability with which the logging policy chose the logged action
 ``click``      0/1 int or bool  whether the user clicked
 =============  ===============  ===================================================================
@@ -29,9 +30,16 @@ carried along and not validated; ``LogSummary.extra_columns`` lists them so a ty
 ``convertion`` is visible.
 
 Parquet key-value metadata (optional): key ``campaign_gym`` holding a JSON object such as
-``{"n_actions": 25, "categorical_cardinality": {"region": 6}, "source": "true_world"}``.
+``{"n_actions": 25, "categorical_cardinality": {"region": 6}, "no_offer_action": 0, "source": "true_world"}``.
 When present, ``n_actions`` bounds ``action`` and each declared cardinality bounds its
-``cat_<name>`` column (which must exist). Other keys are informational.
+``cat_<name>`` column (which must exist). ``no_offer_action`` is the integer action that means
+"nothing was sent", or JSON null for logs without one (the Open Bandit Dataset: action 0 is item
+0); absent, it defaults to 0 (campaign-gym's convention). Other keys are informational.
+
+Event semantics (``recsys.data.semantics``): a conversion needs a click; the no-offer action gets
+no click or conversion; within a user, ``step`` strictly increases in file order (sort rows by
+``(user_id, step)``); a ``churned`` = 1 row is the user's last; every ``cat_*`` / ``num_*``
+column is constant within a user. Errors name the first offending user and step.
 
 Entry points: ``validate_logs`` (one-line ``LogSchemaError`` on the first problem) here;
 ``recsys.data.io.read_logs``/``write_logs`` (atomic); ``recsys.data.splits.split_users``;
@@ -48,6 +56,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from recsys.data.semantics import first_violation
 
 METADATA_KEY = b"campaign_gym"
 REQUIRED = ("user_id", "step", "action", "propensity", "click")
@@ -130,11 +140,18 @@ def with_metadata(table: pa.Table, meta: dict[str, Any]) -> pa.Table:
     return table.replace_schema_metadata(existing)
 
 
-def _check_metadata(meta: dict[str, Any], columns: list[str]) -> tuple[int | None, dict[str, int]]:
+def _check_metadata(meta: dict[str, Any], columns: list[str]) -> tuple[int | None, dict[str, int], int | None]:
     n_actions = meta.get("n_actions")
     if n_actions is not None and (not _is_int(n_actions) or n_actions < 1):
         raise LogSchemaError(
             f"metadata.n_actions: got {n_actions!r}, expected a positive integer (the size of the action space)"
+        )
+    no_offer = meta.get("no_offer_action", 0)
+    bad_no_offer = not _is_int(no_offer) or no_offer < 0 or (n_actions is not None and no_offer >= n_actions)
+    if no_offer is not None and bad_no_offer:
+        raise LogSchemaError(
+            f"metadata.no_offer_action: got {no_offer!r}, expected an action in [0, n_actions) that means "
+            "'nothing was sent', or null when the logs have no such action"
         )
     cards = meta.get("categorical_cardinality", {})
     if not isinstance(cards, dict):
@@ -152,7 +169,7 @@ def _check_metadata(meta: dict[str, Any], columns: list[str]) -> tuple[int | Non
                 f"metadata.categorical_cardinality.{name}: declared but there is no column "
                 f"{CAT_PREFIX}{name}; add the column or drop the declaration"
             )
-    return n_actions, dict(cards)
+    return n_actions, dict(cards), no_offer
 
 
 def _is_int(x: Any) -> bool:
@@ -231,7 +248,7 @@ def validate_logs(table: pa.Table, n_actions: int | None = None) -> LogSummary:
     ``n_actions`` bounds ``action`` from above; without it the metadata's ``n_actions`` does,
     and without either only ``action >= 0`` is checked. Raises ``LogSchemaError`` (one line:
     field, problem, fix) on the first problem found. Vectorised: O(rows log rows) for the
-    duplicate check, linear otherwise.
+    duplicate and event-semantics checks (``recsys.data.semantics``), linear otherwise.
     """
     if not isinstance(table, pa.Table):
         raise TypeError(f"table: expected a pyarrow.Table, got {type(table).__name__}")
@@ -248,7 +265,7 @@ def validate_logs(table: pa.Table, n_actions: int | None = None) -> LogSummary:
     if table.num_rows == 0:
         raise LogSchemaError("logs: the table has 0 rows; log at least one decision")
     meta = log_metadata(table)
-    meta_actions, cards = _check_metadata(meta, columns)
+    meta_actions, cards, no_offer = _check_metadata(meta, columns)
     if n_actions is not None:
         if not (_is_int(n_actions) or isinstance(n_actions, np.integer)) or n_actions < 1:
             raise ValueError(f"n_actions: expected a positive integer, got {n_actions!r}")
@@ -280,7 +297,7 @@ def validate_logs(table: pa.Table, n_actions: int | None = None) -> LogSummary:
         if name in values:
             _check_bad(name, values[name] < 0, f"negative {name}", _FIX[name])
 
-    cat_names, num_names = [], []
+    cat_names, num_names, profile = [], [], {}
     for col in columns:
         for prefix, kind in ((CAT_PREFIX, "cat"), (NUM_PREFIX, "num")):
             if not col.startswith(prefix):
@@ -299,11 +316,13 @@ def validate_logs(table: pa.Table, n_actions: int | None = None) -> LogSummary:
                         "metadata.categorical_cardinality",
                     )
                 cat_names.append(feature)
+                profile[col] = codes
             else:
                 fix = "profile numerics must be finite floats"
                 x = _check_column(table, col, _NUMBER, fix)
                 _check_bad(col, ~np.isfinite(x), "a non-finite value", fix)
                 num_names.append(feature)
+                profile[col] = x
 
     users = values["user_id"]
     order = np.lexsort((step, users))
@@ -316,6 +335,9 @@ def validate_logs(table: pa.Table, n_actions: int | None = None) -> LogSummary:
             f"step: {int(dup.sum())} duplicate (user_id, step) pair(s), e.g. user {su[first]} step {ss[first]} "
             f"at rows {row_a} and {row_b}; each user's steps must be unique — number them by timestamp rank"
         )
+    problem = first_violation(values, profile, no_offer)
+    if problem:
+        raise LogSchemaError(problem)
 
     known = set(REQUIRED) | set(OPTIONAL)
     extra = tuple(c for c in columns if c not in known and not c.startswith((CAT_PREFIX, NUM_PREFIX)))
