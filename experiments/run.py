@@ -29,7 +29,7 @@ from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
 from experiments import obd, setup_torch
 from experiments.aggregate import retire_previous_results, write_failure_marker
-from experiments.artifacts import provenance
+from experiments.artifacts import StageTimer, provenance
 from experiments.collect import collect_logs
 from experiments.evaluate import best_baseline, best_sim_trained_agent, evaluate_worlds, sim_to_real
 from experiments.fit_simulator import fit_simulator
@@ -62,13 +62,17 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     check_ope_policies(config)
     logs_from, eval_users_from = config_module.user_blocks(seed)
 
+    timer = StageTimer()
+
     # 1. Logged data: the logging policy in TrueWorld, validated and parsed once.
     log.info("generating logs for %d users", exp.logs.n_users)
-    data = LoggedDataset.from_table(collect_logs(config, exp.progress), TrueWorld(config.world).catalog, seed)
-    write_logs(data.table, out / "logs.parquet", validate=False)
+    with timer.stage("logs"):
+        data = LoggedDataset.from_table(collect_logs(config, exp.progress), TrueWorld(config.world).catalog, seed)
+        write_logs(data.table, out / "logs.parquet", validate=False)
 
     # 2. The learned simulator, fitted on the logs only and judged against the truth.
-    sim_dir, fidelity = fit_simulator(config, out, data)
+    with timer.stage("simulator"):
+        sim_dir, fidelity = fit_simulator(config, out, data)
     learned = load_simulator(sim_dir, n_users=1)
     world_factories = {
         "true": lambda n: TrueWorld(config.world, n_users=n),
@@ -76,20 +80,25 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     }
 
     # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).
-    logged = {split: data.replayed(split, learned.profile_schema, config.campaign) for split in SPLITS}
-    recommenders = fit_recommenders(logged["train"], logged["validation"], config.recommender.names,
-                                    config.recommender.configs(), progress=exp.progress)
-    offline = evaluate_recommenders(recommenders, logged["test"])
+    with timer.stage("recommenders"):
+        logged = {split: data.replayed(split, learned.profile_schema, config.campaign) for split in SPLITS}
+        recommenders = fit_recommenders(logged["train"], logged["validation"], config.recommender.names,
+                                        config.recommender.configs(), progress=exp.progress)
+        offline = evaluate_recommenders(recommenders, logged["test"])
 
     # 4. Every agent on the batched env of its training world.
-    models = {name: train(name, config.agents[name], world_factories, config, out) for name in exp.agents}
+    models = {}
+    for name in exp.agents:
+        with timer.stage(f"train_{name}"):
+            models[name] = train(name, config.agents[name], world_factories, config, out)
     agents = {name: config.agents[name] for name in models}
 
     # 5. Paired evaluation in both worlds: every policy meets the same users with the same draws;
     #    the oracles read TrueWorld's hidden state, so they run there only.
     roster = comparison_roster(config, models, recommenders)
-    worlds, stats = evaluate_worlds(world_factories, {"true": {**roster, **ORACLES}, "learned": roster},
-                                    config.campaign, exp.evaluation, eval_users_from, agents, seed)
+    with timer.stage("evaluation"):
+        worlds, stats = evaluate_worlds(world_factories, {"true": {**roster, **ORACLES}, "learned": roster},
+                                        config.campaign, exp.evaluation, eval_users_from, agents, seed)
     # Per segment: where does the best simulator-trained agent gain or lose against the best baseline?
     challenger = best_sim_trained_agent(worlds["true"]["policies"], agents)
     profile_columns = CampaignVectorEnv(world_factories["true"](1), config.campaign).layout.profile
@@ -102,10 +111,11 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     if exp.ope.draws:
         ope_policies, kinds = ope_roster(config, roster, models, recommenders, logged["train"])
         first = logs_from + exp.logs.n_users  # later users of the seed's block: never in the training logs
-        ope, ope_summary = ope_study(
+        with timer.stage("ope"):
+            ope, ope_summary = ope_study(
             config, ope_policies, kinds,
-            lambda d: collect_logs(config, False, n_users=exp.ope.n_users, first_user=first + d * exp.ope.n_users),
-            ResponseModelRewards(learned.model, learned.catalog, config.campaign), eval_users_from, exp.progress)
+                lambda d: collect_logs(config, False, n_users=exp.ope.n_users, first_user=first + d * exp.ope.n_users),
+                ResponseModelRewards(learned.model, learned.catalog, config.campaign), eval_users_from, exp.progress)
 
     # 7. Results, plots, report.
     results = {
@@ -122,6 +132,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "ope": ope,
         "ope_validation": ope_summary and {**ope_summary, "n_users": exp.ope.n_users,
                                            "truth_users": exp.ope.truth_users},
+        "timings": timer.as_dict(),  # seconds per stage (the report is written after this)
     }
     atomic_write_json(out / "results.json", results)
     write_run_report(out, results, read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS))

@@ -247,3 +247,13 @@ def test_recommender_group_and_ope_validation_config_compose():
     validation = config_module.load(_compose(["experiment=ope_validation"]))
     assert validation.experiment.ope.draws > 1
     run_module.check_ope_policies(validation)  # every policy it names exists in that run
+
+
+def test_results_carry_seconds_per_stage(tiny_run):
+    _, results = tiny_run
+    timings = results["timings"]
+    stages = {"logs", "simulator", "recommenders", "evaluation", "ope"} | {
+        f"train_{a}" for a in results["config"]["experiment"]["agents"]}
+    assert set(timings) == stages | {"total"}
+    assert all(v >= 0 for v in timings.values())
+    assert timings["total"] == pytest.approx(sum(v for k, v in timings.items() if k != "total"), abs=0.05)

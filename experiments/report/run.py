@@ -246,4 +246,14 @@ def run_sections(results: Mapping[str, Any], has_curves: bool) -> list[Section]:
         sections.append(("Learning curves (from the TensorBoard event files in `tensorboard/`)",
                          "![learning curves](learning_curves.png)"))
     sections.append(("Setup and logged data", setup_md(results)))
+    if results.get("timings"):
+        sections.append(("Stage timings (wall-clock seconds on this machine)", timings_md(results["timings"])))
     return sections
+
+
+def timings_md(timings: Mapping[str, float]) -> str:
+    """Seconds per stage, largest first, with its share of the total."""
+    total = timings.get("total") or sum(v for k, v in timings.items() if k != "total") or 1.0
+    stages = sorted(((k, v) for k, v in timings.items() if k != "total"), key=lambda kv: -kv[1])
+    return table(["stage", "seconds", "share"], [[k, num(v), pct(v / total)] for k, v in stages]
+                 + [["total", num(total), pct(1.0)]])
