@@ -23,7 +23,6 @@ users, and the wall seconds of ``train_agent``. Across seeds: the mean of the se
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -116,4 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    result = main()
+    from recsys.artifacts import json_bytes  # after main(): numpy loads after the thread settings
+
+    print(json_bytes(result).decode(), end="")  # strict JSON: NaN -> null

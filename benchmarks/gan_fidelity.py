@@ -10,7 +10,6 @@ Prints ONE JSON object on stdout; progress goes to stderr. See ``METHOD``. The i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -142,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         plot_marginals(heldout, synthetic, args.out / "marginals.png", baseline=baseline_synthetic,
                        labels=("held-out real", "user GAN", "independent marginals"))
         _log(f"saved the model and plot under {args.out}")
-    print(json.dumps(result, indent=2))
+    from recsys.artifacts import json_bytes  # after main(): numpy loads after the thread settings
+
+    print(json_bytes(result).decode(), end="")  # strict JSON: NaN -> null
     return 0
 
 

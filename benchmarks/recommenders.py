@@ -9,7 +9,6 @@ Prints ONE JSON object on stdout; progress goes to stderr. See ``METHOD`` for th
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -146,4 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    result = main()
+    from recsys.artifacts import json_bytes  # after main(): numpy loads after the thread settings
+
+    print(json_bytes(result).decode(), end="")  # strict JSON: NaN -> null

@@ -16,7 +16,6 @@ the raw untrained heads: p = 0.5 each, half the users churn every step, 3-7x mor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -135,4 +134,7 @@ def _truth_base_rates(world_config) -> list[float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    result = main()
+    from recsys.artifacts import json_bytes  # after main(): numpy loads after the thread settings
+
+    print(json_bytes(result).decode(), end="")  # strict JSON: NaN -> null
