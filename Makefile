@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[dev,launchers]"
-	# Open Bandit Dataset sample files only; obp itself is never imported (broken on pandas 3).
+	# Open Bandit Dataset sample files, and obp.ope as a test-only reference (project code never imports obp).
 	$(PY) -m pip install --quiet --no-deps $(OBP_WHEEL)
 	touch $(STAMP)
 

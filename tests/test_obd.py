@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
 import sys
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -134,4 +136,10 @@ def test_bad_choices_and_obp_never_imported():
         load_obd("epsilon_greedy")
     with pytest.raises(ValueError, match="campaign"):
         load_obd("random", "kids")
-    assert "obp" not in sys.modules
+    # obp is a test-only reference (tests/test_ope_reference.py imports it), so check the project's
+    # own imports in a fresh interpreter: loading the OBD and every entry point never imports obp
+    probe = ("import sys; from recsys.data.obd import load_obd; import experiments.run, experiments.obd; "
+             "load_obd('random', 'all'); assert 'obp' not in sys.modules, 'obp imported'")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-1000:]
