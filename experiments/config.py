@@ -12,7 +12,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -20,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from agents.sb3 import ALGORITHMS
+from agents.sb3 import ALGORITHMS, check_checkpoint
 from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig
 from experiments.ope.registry import PER_DECISION_ESTIMATORS, EstimatorConfig
@@ -72,9 +71,8 @@ class AgentConfig:
         if unknown:
             raise ValueError(f"agent.hyperparams: {unknown} is not an argument of {ALGORITHMS[self.algo].__name__} "
                              "(check the spelling against the SB3 docs)")
-        if self.resume_from is not None and not Path(self.resume_from).is_file():
-            raise ValueError(f"agent.resume_from: {self.resume_from} is not a file (checkpoints are in "
-                             "<run>/checkpoints/)")
+        if self.resume_from is not None:
+            check_checkpoint(self.resume_from)  # a 0-byte or foreign file fails now, not after the simulator
         self.train_world = str(self.train_world).lower()  # `train_world=true` arrives as the bool True
         if self.train_world not in ("learned", "true"):
             raise ValueError(f"agent.train_world: got {self.train_world!r}, expected 'learned' or 'true'")
@@ -293,8 +291,31 @@ def load_or_exit(cfg: DictConfig) -> Config:
     the failed one gets its ``FAILED.txt``."""
     try:
         return load(cfg)
-    except ValueError as exc:
+    except ValueError:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        for problem in config_problems(cfg):
+            print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """Every problem of a composed config, one line each: each section (``world``, ``campaign``,
+    each agent, ``experiment``, ...) is checked on its own, then the cross-section rules."""
+    def first_line(exc: BaseException) -> str:
+        return str(exc.__cause__ or exc).splitlines()[0]
+
+    found = []
+    for key in cfg:
+        nodes = [cfg[key][name] for name in cfg[key]] if key == "agents" else [cfg[key]]
+        for node in nodes:
+            try:
+                OmegaConf.to_object(node)
+            except Exception as exc:  # OmegaConf wraps __post_init__ errors with a long context
+                found.append(first_line(exc))
+    if not found:
+        try:
+            load(cfg)
+        except ValueError as exc:
+            found.append(first_line(exc))
+    return found

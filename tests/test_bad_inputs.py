@@ -57,6 +57,15 @@ def test_bad_config_values_are_refused_at_load(overrides, field):
     assert field in message and "\n" not in message, message
 
 
+def test_a_broken_checkpoint_is_refused_at_load(tmp_path):
+    """A checkpoint left at 0 bytes (what a kill mid-write used to leave) fails when the config is
+    loaded, not after logs and a simulator were built."""
+    empty = tmp_path / "ppo_250000_steps.zip"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="is not a readable SB3 checkpoint"):
+        config_module.load(_compose([f"agents.ppo.resume_from={empty}"]))
+
+
 def test_a_bad_value_ends_the_job_with_one_line_and_no_traceback(tmp_path):
     """The entry point prints ``error: <field> ...`` on stderr, exits 2, and has done no work."""
     proc = subprocess.run([sys.executable, "-m", "experiments.run", "experiment=smoke", "experiment.ope.n_bootstrap=0",
@@ -64,6 +73,17 @@ def test_a_bad_value_ends_the_job_with_one_line_and_no_traceback(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip() == "error: experiment.ope.n_bootstrap: must be >= 10, got 0"
     assert not (tmp_path / "logs.parquet").exists()
+
+
+def test_every_problem_of_a_config_is_listed_one_line_each(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", "experiment=smoke", "experiment.ope.n_bootstrap=0",
+                           "world.value_min=100", "world.value_max=10", "campaign.invalid_action_penalty=-5",
+                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), proc.stderr[-2000:]
+    for field in ("experiment.ope.n_bootstrap", "world.value_min", "campaign.invalid_action_penalty"):
+        assert sum(field in line for line in lines) == 1, (field, lines)
 
 
 # ---------------------------------------------------------------------------------------- env misuse
@@ -144,4 +164,4 @@ def test_a_simulator_config_with_a_negative_horizon_is_refused(tmp_path):
     assert json.dumps(spec)  # the same dict read back from a config.json goes through the same check
 
 
-CASES_COUNT = (len(CONFIG_CASES) + 1 + len(ENV_CASES) + 2 + len(CATALOG_CASES) + 1 + 4 + 1)
+CASES_COUNT = (len(CONFIG_CASES) + 3 + len(ENV_CASES) + 2 + len(CATALOG_CASES) + 1 + 4 + 1)

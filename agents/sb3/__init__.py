@@ -5,6 +5,7 @@ from agents.sb3.algorithms import (
     ALGORITHMS,
     algorithm_class,
     build_agent,
+    check_checkpoint,
     resume_from_checkpoint,
     save_checkpoint,
     train_agent,
@@ -13,4 +14,4 @@ from agents.sb3.callbacks import CampaignMetricsCallback, PeriodicEvalCallback
 from agents.sb3.policy import SB3Policy
 
 __all__ = ["ALGORITHMS", "CampaignMetricsCallback", "PeriodicEvalCallback", "SB3Policy", "algorithm_class",
-           "build_agent", "resume_from_checkpoint", "save_checkpoint", "train_agent"]
+           "build_agent", "check_checkpoint", "resume_from_checkpoint", "save_checkpoint", "train_agent"]

@@ -110,6 +110,21 @@ def train_agent(
     return model
 
 
+def check_checkpoint(path: Path | str) -> None:
+    """Fail early (one line) unless ``path`` is a zip with SB3's ``data`` and ``policy.pth``
+    entries; reads only the zip's directory (what config validation calls before any work)."""
+    where = f"agent.resume_from: {path}"
+    if not Path(path).is_file():
+        raise ValueError(f"{where} is not a file (checkpoints are in <run>/checkpoints/)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            missing = {"data", "policy.pth"} - set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{where} is not a readable SB3 checkpoint ({str(exc).splitlines()[0]})") from None
+    if missing:
+        raise ValueError(f"{where} is not a readable SB3 checkpoint (lacks {sorted(missing)})")
+
+
 def resume_from_checkpoint(model: BaseAlgorithm, path: Path) -> BaseAlgorithm:
     """Continue an interrupted training: load a checkpoint's weights into ``model``, which was
     rebuilt from the same config (``build_agent``), without unpickling anything.
@@ -123,6 +138,7 @@ def resume_from_checkpoint(model: BaseAlgorithm, path: Path) -> BaseAlgorithm:
     where = f"agent.resume_from: {path}"
     if not path.is_file():
         raise FileNotFoundError(f"{where} does not exist (checkpoints are in <run>/checkpoints/)")
+    check_checkpoint(path)
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
