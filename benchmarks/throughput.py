@@ -3,6 +3,9 @@ one-user envs, and the natively batched ``CampaignVectorEnv``.
 
     python -m benchmarks.throughput [--seconds 2.5] [--threads 1] [--sizes 1024 16384]
 
+It also times one LearnedWorld env step with a K = 5 ``EnsembleResponseModel`` against the
+same step with one model of the same architecture (``ensemble_vs_single_cost_ratio``).
+
 Prints ONE JSON object on stdout; progress goes to stderr. Every variant is measured in the
 same process, with the same world and campaign, the same action distribution and the same
 autoreset semantics (see ``METHOD``), so the rates are comparable.
@@ -28,6 +31,7 @@ METHOD = (
 )
 _ACTION_POOL_STEPS = 64  # rows of pre-generated actions, cycled
 _WARMUP_SECONDS = 0.2
+_ENSEMBLE_SIZE, _ENSEMBLE_USERS = 5, 4096
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +42,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 16384], help="native batch sizes N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learned-sizes", type=int, nargs="+", default=[1, 256, 4096], help="LearnedWorld batch sizes")
+    p.add_argument("--ensemble-users", type=int, default=_ENSEMBLE_USERS, help="N of the ensemble-vs-single timing")
     p.add_argument("--simulator-dir", default=None,
                    help="a fitted simulator (experiments.fit_simulator); default: an untrained model of the "
                         "default architecture, which costs the same per step")
@@ -142,6 +147,10 @@ def main(argv: list[str] | None = None) -> dict:
         _log(f"raw response-model step N={n} ...")
         results[f"raw_forward_{n}"] = {"num_envs": n, **_timed(_raw_step(env_n.world, acts), n, args.seconds)}
 
+    # one env step with a K = 5 ensemble vs with one model (the ensemble's first member)
+    ens = _ensemble_vs_single(learned, args.ensemble_users, campaign, pool, args.seconds, args.seed)
+    results.update(ens["results"])
+
     sync_rate = results[f"sync_vector_env_{k}"]["user_steps_per_s"]
     out: dict = {
         "benchmark": "throughput",
@@ -163,9 +172,11 @@ def main(argv: list[str] | None = None) -> dict:
     out["learned_vs_raw_forward_ratio"] = out[f"learned_vs_raw_forward_ratio_{big}"]
     out[f"learned_{big}_vs_learned_{one}_ratio"] = (
         results[f"learned_{big}"]["user_steps_per_s"] / results[f"learned_{one}"]["user_steps_per_s"])
+    out["ensemble_vs_single_cost_ratio"] = ens["ratio"]
+    out["ensemble_step_ms"] = ens["step_ms"]
     out["learned_simulator"] = args.simulator_dir or "untrained default architecture (same cost per step)"
     out["target"] = {"native_vs_sync_ratio": 100.0, "learned_vs_raw_forward_ratio": 0.5,
-                     f"learned_{big}_vs_learned_{one}_ratio": 50.0}
+                     f"learned_{big}_vs_learned_{one}_ratio": 50.0, "ensemble_vs_single_cost_ratio": 2.0}
     out["metadata"] = {
         "torch_threads": torch.get_num_threads(),
         "thread_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
@@ -209,6 +220,38 @@ def _learned_world_factory(simulator_dir: str | None, world_config):
     model = ResponseModel(spec, ResponseModelConfig()).eval()
     sampler = IndependentMarginalsSampler(data)
     return lambda n: LearnedWorld(model, sampler, truth.catalog, n)
+
+
+def _ensemble_vs_single(learned, n: int, campaign, pool, seconds: float, seed: int) -> dict:
+    """Wall time of one ``CampaignVectorEnv`` step over a LearnedWorld of ``n`` users with a
+    K = 5 ensemble (batched "fused", the default for GRU members, and "vmap") vs with its
+    first member alone. Members 1..4 are untrained copies of the architecture (seeds 1..4):
+    the cost of a step does not depend on the weights."""
+    import torch
+    from gymnasium.vector import AutoresetMode
+
+    from envs import CampaignVectorEnv
+    from envs.learned_world import LearnedWorld
+    from recsys.simulator.response_model import EnsembleResponseModel, build_response_model
+
+    base = learned(1)
+    single = base.model.members[0] if isinstance(base.model, EnsembleResponseModel) else base.model
+    members = [single]
+    for k in range(1, _ENSEMBLE_SIZE):
+        torch.manual_seed(seed + k)
+        members.append(build_response_model(single.spec, single.config).eval())
+    models = {"single": single, "ensemble": EnsembleResponseModel(members, batched="fused"),
+              "ensemble_vmap": EnsembleResponseModel(members, batched="vmap")}
+    acts, results, step_ms = pool(n), {}, {}
+    for name, model in models.items():
+        _log(f"LearnedWorld N={n}, {name} response model ...")
+        env = CampaignVectorEnv(LearnedWorld(model, base.sampler, base.catalog, n), campaign, AutoresetMode.SAME_STEP)
+        env.reset(seed=seed)
+        r = _timed(lambda i, e=env: e.step(acts[i % _ACTION_POOL_STEPS]), n, seconds)
+        results[f"learned_{n}_{name}"] = {"num_envs": n, "ensemble_size": 1 if name == "single" else _ENSEMBLE_SIZE, **r}
+        step_ms[name] = 1000 * r["seconds"] / r["step_calls"]
+    return {"results": results, "step_ms": {**step_ms, "num_envs": n, "ensemble_size": _ENSEMBLE_SIZE},
+            "ratio": step_ms["ensemble"] / step_ms["single"]}
 
 
 def _raw_step(world, action_pool):

@@ -18,11 +18,14 @@ The same module runs step by step (``initial_state`` / ``step_logits`` / ``advan
 is how ``envs.learned_world.LearnedWorld`` simulates N users with one forward per step.
 
 Modules: ``config`` (ResponseModelConfig, DataSpec), ``history`` (the history encoders),
-``network`` (the two model classes, ``build_response_model``, save/load) and ``fit``
-(training, recalibration, prediction).
+``network`` (the two model classes, ``build_response_model``, save/load), ``ensemble``
+(``EnsembleResponseModel``: K fitted members stepped as one batched forward,
+``ensemble_size`` K > 1) and ``fit`` (training, bootstrap ensembles, recalibration,
+prediction).
 """
 
 from recsys.simulator.response_model.config import ENCODERS, HEADS, DataSpec, ResponseModelConfig
+from recsys.simulator.response_model.ensemble import EnsembleResponseModel, mean_prob_logits
 from recsys.simulator.response_model.fit import fit_response_model, predict, predict_all_actions
 from recsys.simulator.response_model.network import (
     BaseResponseModel,
@@ -34,7 +37,7 @@ from recsys.simulator.response_model.network import (
 )
 
 __all__ = [
-    "ENCODERS", "HEADS", "BaseResponseModel", "DataSpec", "LogisticResponseModel", "ResponseModel",
+    "ENCODERS", "HEADS", "BaseResponseModel", "DataSpec", "EnsembleResponseModel", "LogisticResponseModel", "ResponseModel",
     "ResponseModelConfig", "build_response_model", "fit_response_model", "load_response_model", "predict",
-    "predict_all_actions", "save_response_model",
+    "mean_prob_logits", "predict_all_actions", "save_response_model",
 ]

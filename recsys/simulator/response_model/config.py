@@ -33,12 +33,15 @@ class ResponseModelConfig:
     max_seconds: float = 600.0
     calibrate: bool = True
     seed: int = 0
+    # 1: one model (as always); K > 1: an EnsembleResponseModel of K members, member k fitted
+    # on a bootstrap resample of the training users with seed + k (fit.fit_response_model)
+    ensemble_size: int = 1
 
     def __post_init__(self) -> None:
         check_field_types(self, "response_model")
         if self.history_encoder not in ENCODERS:
             raise ValueError(f"response_model.history_encoder: got {self.history_encoder!r}, expected one of {ENCODERS}")
-        for name in ("embed_dim", "hidden_dim", "epochs", "batch_size", "patience"):
+        for name in ("embed_dim", "hidden_dim", "epochs", "batch_size", "patience", "ensemble_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"response_model.{name}: must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.max_seconds <= 0:

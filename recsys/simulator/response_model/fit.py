@@ -9,6 +9,7 @@ best epoch's weights, then fits each head's Platt recalibration on the validatio
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 from recsys.data.sequences import SequenceData
 from recsys.numerics import flush_denormals
 from recsys.simulator.response_model.config import DataSpec, ResponseModelConfig
+from recsys.simulator.response_model.ensemble import EnsembleResponseModel
 from recsys.simulator.response_model.network import BaseResponseModel, build_response_model
 from recsys.training import fit_early_stopping
 
@@ -68,15 +70,35 @@ def _evaluate_loss(model: BaseResponseModel, t: dict[str, torch.Tensor], size: i
 def fit_response_model(
     train: SequenceData, validation: SequenceData, config: ResponseModelConfig | None = None,
     progress: bool = True, tensorboard_dir: Path | None = None,
-) -> BaseResponseModel:
-    """Train with early stopping on validation loss; returns the best model, recalibrated."""
+) -> BaseResponseModel | EnsembleResponseModel:
+    """Train with early stopping on validation loss; returns the best model, recalibrated.
+
+    With ``config.ensemble_size`` K > 1, an ``EnsembleResponseModel`` of K such models:
+    member k is trained on a bootstrap resample (with replacement, same size) of the training
+    USERS, drawn from ``numpy.random.default_rng((seed, k))``, with ``seed + k`` for its
+    initial weights and batch order; all members share the data spec of the whole training
+    set and the validation users (early stopping, recalibration)."""
     config = config or ResponseModelConfig()
     if train.n_users < 10 or validation.n_users < 10:
         raise ValueError(
             f"logs: need at least 10 training and 10 validation users, got {train.n_users} and {validation.n_users}"
         )
+    spec = DataSpec.from_data(train)
+    if config.ensemble_size == 1:
+        return _fit_one(train, validation, config, spec, progress, tensorboard_dir)
+    members = []
+    for k in range(config.ensemble_size):
+        users = np.random.default_rng((config.seed, k)).integers(0, train.n_users, size=train.n_users)
+        members.append(_fit_one(
+            train.subset(users), validation, replace(config, ensemble_size=1, seed=config.seed + k), spec,
+            progress, None if tensorboard_dir is None else Path(tensorboard_dir) / f"member_{k}"))
+    return EnsembleResponseModel(members).eval()
+
+
+def _fit_one(train: SequenceData, validation: SequenceData, config: ResponseModelConfig, spec: DataSpec,
+             progress: bool, tensorboard_dir: Path | None) -> BaseResponseModel:
     torch.manual_seed(config.seed)
-    model = build_response_model(DataSpec.from_data(train), config)
+    model = build_response_model(spec, config)
     tr, va = _tensors(train), _tensors(validation)
     writer = None
     if tensorboard_dir is not None:
@@ -133,7 +155,8 @@ def _recalibrate(model: BaseResponseModel, t: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def predict(model: BaseResponseModel, data: SequenceData, batch_size: int = 4096) -> dict[str, np.ndarray]:
+def predict(model: BaseResponseModel | EnsembleResponseModel, data: SequenceData, batch_size: int = 4096
+            ) -> dict[str, np.ndarray]:
     """(U, T) probabilities p(click), p(convert | click), p(churn) for every logged step."""
     model.eval()
     t = _tensors(data)
@@ -144,7 +167,8 @@ def predict(model: BaseResponseModel, data: SequenceData, batch_size: int = 4096
 
 
 @torch.no_grad()
-def predict_all_actions(model: BaseResponseModel, data: SequenceData, batch_size: int = 1024) -> dict[str, np.ndarray]:
+def predict_all_actions(model: BaseResponseModel | EnsembleResponseModel, data: SequenceData,
+                        batch_size: int = 1024) -> dict[str, np.ndarray]:
     """(U, T, A) p(click), p(convert | click), p(churn) of *every* action at every logged step."""
     model.eval()
     t = _tensors(data)

@@ -11,7 +11,7 @@ class from ``config.history_encoder``, so configs and saved directories stay as 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from recsys.artifacts import CONFIG_FILE, blame_file, load_model_dir, save_model_dir
 from recsys.simulator.response_model.config import HEADS, DataSpec, ResponseModelConfig
+from recsys.simulator.response_model.ensemble import EnsembleResponseModel
 from recsys.simulator.response_model.history import AttentionHistory, GRUHistory, NoHistory
 
 MODEL_FILE = "model.pt"
@@ -184,20 +185,28 @@ def build_response_model(spec: DataSpec, config: ResponseModelConfig) -> BaseRes
 
 
 # --------------------------------------------------------------------------- model directory
-def save_response_model(model: BaseResponseModel, directory: str | Path, metrics: dict[str, Any] | None = None
-                        ) -> Path:
+def save_response_model(model: BaseResponseModel | EnsembleResponseModel, directory: str | Path,
+                        metrics: dict[str, Any] | None = None) -> Path:
     """A model directory (``recsys.artifacts.save_model_dir``): ``model.pt`` (state_dict),
-    ``config.json`` (the config and the data spec) and ``metrics.json``."""
+    ``config.json`` (the config and the data spec) and ``metrics.json``. An ensemble is saved
+    the same way: its config says ``ensemble_size`` K, its state_dict holds the members'."""
     return save_model_dir(directory, {"model": asdict(model.config), "data": asdict(model.spec)}, model.state_dict(),
                           MODEL_FILE, metrics or {})
 
 
-def load_response_model(directory: str | Path) -> BaseResponseModel:
-    """The model ``save_response_model`` wrote, of the class its config names, in eval mode."""
+def load_response_model(directory: str | Path) -> BaseResponseModel | EnsembleResponseModel:
+    """The model ``save_response_model`` wrote, of the class its config names, in eval mode
+    (an ``EnsembleResponseModel`` when ``ensemble_size`` > 1; member k has seed ``seed + k``)."""
     directory = Path(directory)
     meta, state, _ = load_model_dir(directory, MODEL_FILE, "response-model", "run experiments.fit_simulator first")
     with blame_file(directory / CONFIG_FILE, "not a response-model config"):
-        model = build_response_model(DataSpec(**meta["data"]), ResponseModelConfig(**meta["model"]))
+        spec, config = DataSpec(**meta["data"]), ResponseModelConfig(**meta["model"])
+        if config.ensemble_size == 1:
+            model: BaseResponseModel | EnsembleResponseModel = build_response_model(spec, config)
+        else:
+            model = EnsembleResponseModel([
+                build_response_model(spec, replace(config, ensemble_size=1, seed=config.seed + k))
+                for k in range(config.ensemble_size)])
     with blame_file(directory / MODEL_FILE, "cannot load the response-model weights"):
         model.load_state_dict(state)
     return model.eval()
