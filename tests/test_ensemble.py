@@ -10,14 +10,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from agents.reference import LoggingPolicy
 from envs.campaign import CampaignConfig
 from envs.campaign_env import CampaignEnv
 from envs.true_world import TrueWorld, TrueWorldConfig
-from experiments.collect import generate_logs, make_env_factory
 from recsys.data.profiles import profiles_from_logs
-from recsys.data.sequences import sequences_from_logs
-from recsys.data.splits import split_users
 from recsys.simulator.io import CATALOG_FILE, load_simulator
 from recsys.simulator.response_model import (
     EnsembleResponseModel,
@@ -33,13 +29,9 @@ TINY_ENSEMBLE = ResponseModelConfig(epochs=2, patience=1, hidden_dim=16, embed_d
 
 
 @pytest.fixture(scope="module")
-def data():
-    torch.set_num_threads(1)
-    make_env = make_env_factory(lambda n: TrueWorld(TrueWorldConfig(), n), CampaignConfig())
-    logs = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=600, seed=0)
-    seq = sequences_from_logs(logs)
-    split = split_users(seq.user_ids, seed=0)
-    return logs, seq.subset(split["train"]), seq.subset(split["validation"])
+def data(logged_splits):
+    logs, train, validation, _ = logged_splits(600)
+    return logs, train, validation
 
 
 @pytest.fixture(scope="module")

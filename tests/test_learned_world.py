@@ -15,16 +15,12 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs  # noqa: F401  (registers the ids)
-from agents.reference import LoggingPolicy
 from envs.campaign import CampaignConfig
 from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld, TrueWorldConfig
 from envs.vector_env import CampaignVectorEnv
-from experiments.collect import generate_logs, make_env_factory
 from experiments.fidelity import paired_auc_difference
 from recsys.data.profiles import profiles_from_logs
-from recsys.data.sequences import sequences_from_logs
-from recsys.data.splits import split_users
 from recsys.simulator.io import CATALOG_FILE, load_simulator
 from recsys.simulator.response_model import (
     LogisticResponseModel,
@@ -43,13 +39,8 @@ TINY_MODEL = ResponseModelConfig(epochs=3, patience=2, hidden_dim=16, embed_dim=
 
 
 @pytest.fixture(scope="module")
-def data():
-    torch.set_num_threads(1)
-    make_env = make_env_factory(lambda n: TrueWorld(TrueWorldConfig(), n), CampaignConfig())
-    logs = generate_logs(make_env, lambda env: LoggingPolicy(env), n_users=1500, seed=0)
-    seq = sequences_from_logs(logs)
-    split = split_users(seq.user_ids, seed=0)
-    return logs, seq.subset(split["train"]), seq.subset(split["validation"]), seq.subset(split["test"])
+def data(logged_splits):
+    return logged_splits(1500)
 
 
 @pytest.fixture(scope="module")
