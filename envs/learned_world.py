@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs.campaign import CampaignConfig
 from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs, StepResponseModel, UserSampler
 
 
@@ -60,8 +61,14 @@ class LearnedWorld:
     """Batched learned simulator; implements the ``World`` protocol."""
 
     def __init__(self, response_model: StepResponseModel, user_sampler: UserSampler, catalog: Catalog,
-                 n_users: int = 1) -> None:
+                 n_users: int = 1, reward_penalty: float = 0.0) -> None:
         spec = response_model.spec
+        if not reward_penalty >= 0:
+            raise ValueError(f"simulator.reward_penalty: must be >= 0, got {reward_penalty}")
+        if reward_penalty > 0 and not hasattr(response_model, "member_probs"):
+            raise ValueError("simulator.reward_penalty: needs an ensemble response model "
+                             "(simulator.response_model.ensemble_size >= 2) to measure disagreement")
+        self.reward_penalty = float(reward_penalty)
         if spec.n_actions != catalog.n_actions:
             raise ValueError(
                 f"simulator: response model was trained for {spec.n_actions - 1} offers but the catalog has "
@@ -141,6 +148,23 @@ class LearnedWorld:
             p = torch.sigmoid(self.model.step_logits(self._u, self._state, a)).double().numpy()
         rest = np.asarray(actions) == 0
         return ResponseProbs(click=np.where(rest, 0.0, p[:, 0]), convert=np.where(rest, 0.0, p[:, 1]), churn=p[:, 2])
+
+    def reward_uncertainty(self, actions: np.ndarray, campaign: CampaignConfig) -> np.ndarray:
+        """(N,) u(s, a): the standard deviation over the ensemble's members of the expected
+        reward (``campaign.reward``, in its units) of each user's action now; 0 for "no offer".
+        MOPO's penalty (Yu et al. 2020) is ``reward_penalty * u``: the agent is charged where
+        the plausible worlds disagree, i.e. off the logged distribution."""
+        a = np.asarray(actions, dtype=np.int64)
+        with torch.inference_mode():
+            p = self.model.member_probs(self._u, self._state, torch.as_tensor(a)).double().numpy()  # (K, N, 3)
+        click = np.where(a > 0, p[..., 0], 0.0)
+        return campaign.reward_of(self.catalog, a, click, click * p[..., 1]).std(axis=0)
+
+    def reward_penalties(self, actions: np.ndarray, campaign: CampaignConfig) -> np.ndarray | None:
+        """What the env subtracts from the reward of ``actions`` (None: no pessimism)."""
+        if self.reward_penalty == 0.0:
+            return None
+        return self.reward_penalty * self.reward_uncertainty(actions, campaign)
 
     def advance(self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray) -> None:
         if not np.any(active):

@@ -93,6 +93,8 @@ class CampaignVectorEnv(VectorEnv):
         # worlds that can draw users ahead (LearnedWorld) get each slot's next episodes' users
         # in one batch; see _prefetch. _prefetched[i]: slot i's users are drawn up to that episode
         self._prefetch_users = getattr(world, "prefetch_users", None)
+        # a world may charge a penalty on rewards (a pessimistic LearnedWorld: MOPO's lambda * u(s, a))
+        self._penalties = getattr(world, "reward_penalties", None) if getattr(world, "reward_penalty", 0.0) else None
         self._prefetch_depth = max(4, -(-_PREFETCH_USERS // n))
         self._prefetched = np.zeros(n, dtype=np.int64)
         schema = world.profile_schema
@@ -260,6 +262,7 @@ class CampaignVectorEnv(VectorEnv):
         offers = np.maximum(effective - 1, 0)
 
         p = self.world.response_probs(effective)
+        penalties = None if self._penalties is None else self._penalties(effective, camp)  # before the world advances
         t = self._t
         # one call for the three streams (elementwise, so the same numbers as three calls)
         u_click, u_convert, u_churn = rng.uniform(self._user_keys[:, None], t[:, None], _STREAMS).T
@@ -292,6 +295,8 @@ class CampaignVectorEnv(VectorEnv):
 
         terminated = active & (churn | (self._t >= camp.horizon))
         reward = camp.reward_of(cat, effective, click, convert)
+        if penalties is not None:  # a pessimistic world charges its own uncertainty (LearnedWorld)
+            reward = reward - penalties
         if camp.invalid_action == "penalize":
             reward = reward - camp.invalid_action_penalty * invalid
         reward = np.where(active, reward, 0.0)

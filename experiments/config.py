@@ -202,8 +202,16 @@ class SimulatorConfig:
     ablation: list[str] = field(default_factory=lambda: ["none", "logistic", "attention"])
     fidelity_users: int = 20000  # users per fixed policy in each world (CVR is rare: ~2% relative SE)
     n_bootstrap: int = 200  # bootstrap draws for AUC-difference CIs
+    # MOPO's lambda: the learned world charges reward_penalty * u(s, a), the std of the ensemble
+    # members' expected reward of the action (needs response_model.ensemble_size >= 2; 0 = off)
+    reward_penalty: float = 0.0
 
     def __post_init__(self) -> None:
+        if not self.reward_penalty >= 0:
+            raise ValueError(f"simulator.reward_penalty: must be >= 0, got {self.reward_penalty}")
+        if self.reward_penalty > 0 and self.response_model.ensemble_size < 2:
+            raise ValueError("simulator.reward_penalty: needs simulator.response_model.ensemble_size >= 2 "
+                             f"(disagreement between members), got ensemble_size={self.response_model.ensemble_size}")
         unknown = set(self.ablation) - {"gru", "none", "logistic", "attention"}
         if unknown:
             raise ValueError(f"simulator.ablation: unknown encoder(s) {sorted(unknown)}, expected gru|none|logistic|attention")

@@ -76,7 +76,9 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     learned = load_simulator(sim_dir, n_users=1)
     world_factories = {
         "true": lambda n: TrueWorld(config.world, n_users=n),
-        "learned": lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n),
+        # pessimism (simulator.reward_penalty) shapes what agents train on and what the learned world reports
+        "learned": lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n,
+                                          reward_penalty=config.simulator.reward_penalty),
     }
 
     # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).

@@ -41,6 +41,7 @@ CONFIG_CASES = [
     (["experiment.seed=1000000000"], "experiment.seed"),
     (["campaign.reward=clicks"], "campaign.reward"),
     (["experiment.agents=[ppo,sac]"], "experiment.agents"),
+    (["simulator.reward_penalty=1.0"], "simulator.reward_penalty"),  # pessimism needs an ensemble
 ]
 
 
