@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 OBP_WHEEL ?= obp==0.4.1
+RECBOLE_WHEEL ?= recbole==1.2.1
 STAMP := $(VENV)/.installed
 
 .PHONY: install run smoke test test-all lint bench clean
@@ -18,6 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev,launchers]"
 	# Open Bandit Dataset sample files, and obp.ope as a test-only reference (project code never imports obp).
 	$(PY) -m pip install --quiet --no-deps $(OBP_WHEEL)
+	# MovieLens-100k files only (recsys.data.movielens; project code never imports recbole; research use, never committed).
+	$(PY) -m pip install --quiet --no-deps $(RECBOLE_WHEEL)
 	touch $(STAMP)
 
 run: install
