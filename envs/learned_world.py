@@ -65,10 +65,11 @@ class LearnedWorld:
         spec = response_model.spec
         if not reward_penalty >= 0:
             raise ValueError(f"simulator.reward_penalty: must be >= 0, got {reward_penalty}")
-        if reward_penalty > 0 and not hasattr(response_model, "member_probs"):
+        if reward_penalty > 0 and not hasattr(response_model, "member_logits"):
             raise ValueError("simulator.reward_penalty: needs an ensemble response model "
                              "(simulator.response_model.ensemble_size >= 2) to measure disagreement")
         self.reward_penalty = float(reward_penalty)
+        self._member_probs: tuple[np.ndarray, np.ndarray] | None = None  # (actions, (K, N, 3)) of this step
         if spec.n_actions != catalog.n_actions:
             raise ValueError(
                 f"simulator: response model was trained for {spec.n_actions - 1} offers but the catalog has "
@@ -130,6 +131,7 @@ class LearnedWorld:
         return np.where(stored[rows] == keys, rows, -1)
 
     def reset_users(self, slots: np.ndarray, keys: np.ndarray) -> Profiles:
+        self._member_probs = None  # new users in some slots: cached member probabilities are stale
         keys = np.asarray(keys, dtype=np.uint64)
         rows = self._cached_rows(keys)
         slots_t = torch.from_numpy(np.asarray(slots, dtype=np.int64))
@@ -145,7 +147,13 @@ class LearnedWorld:
     def response_probs(self, actions: np.ndarray) -> ResponseProbs:
         a = torch.as_tensor(np.asarray(actions, dtype=np.int64))
         with torch.inference_mode():
-            p = torch.sigmoid(self.model.step_logits(self._u, self._state, a)).double().numpy()
+            if self.reward_penalty:  # one ensemble forward serves the probabilities and the penalty
+                members = self.model.member_logits(self._u, self._state, a)
+                logits = self.model.mean_logits(members)
+                self._member_probs = (np.array(actions, copy=True), torch.sigmoid(members).double().numpy())
+            else:
+                logits = self.model.step_logits(self._u, self._state, a)
+            p = torch.sigmoid(logits).double().numpy()
         rest = np.asarray(actions) == 0
         return ResponseProbs(click=np.where(rest, 0.0, p[:, 0]), convert=np.where(rest, 0.0, p[:, 1]), churn=p[:, 2])
 
@@ -155,8 +163,12 @@ class LearnedWorld:
         MOPO's penalty (Yu et al. 2020) is ``reward_penalty * u``: the agent is charged where
         the plausible worlds disagree, i.e. off the logged distribution."""
         a = np.asarray(actions, dtype=np.int64)
-        with torch.inference_mode():
-            p = self.model.member_probs(self._u, self._state, torch.as_tensor(a)).double().numpy()  # (K, N, 3)
+        cached = self._member_probs
+        if cached is not None and np.array_equal(cached[0], a):  # this step's response_probs computed them
+            p = cached[1]
+        else:
+            with torch.inference_mode():
+                p = torch.sigmoid(self.model.member_logits(self._u, self._state, torch.as_tensor(a))).double().numpy()
         click = np.where(a > 0, p[..., 0], 0.0)
         return campaign.reward_of(self.catalog, a, click, click * p[..., 1]).std(axis=0)
 
@@ -167,6 +179,7 @@ class LearnedWorld:
         return self.reward_penalty * self.reward_uncertainty(actions, campaign)
 
     def advance(self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray) -> None:
+        self._member_probs = None  # the state moves on: this step's member probabilities are stale
         if not np.any(active):
             return
         # advancing every row and selecting is cheaper than gathering and scattering the active ones

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from scipy.stats import kendalltau
 
 from envs.world import World
@@ -69,10 +68,9 @@ def sim_to_real(worlds: dict[str, Any]) -> dict[str, Any]:
     """Kendall tau between the policies' returns in the two worlds, and each policy's relative error."""
     true, learned = worlds["true"]["policies"], worlds["learned"]["policies"]
     both = [p for p in learned if p in true]
-    true_ret = np.array([true[p]["return"]["mean"] for p in both])
-    sim_ret = np.array([learned[p]["return"]["mean"] for p in both])
+    true_ret = [true[p]["return"]["mean"] for p in both]
+    sim_ret = [learned[p]["return"]["mean"] for p in both]
     return {
-        "kendall_tau": float(kendalltau(true_ret.tolist(), sim_ret.tolist()).statistic),
-        "rel_error": {p: abs(s - t) / abs(t) if t else None for p, t, s in zip(both, true_ret.tolist(), sim_ret.tolist(),
-                                                                                 strict=True)},
+        "kendall_tau": float(kendalltau(true_ret, sim_ret).statistic),
+        "rel_error": {p: abs(s - t) / abs(t) if t else None for p, t, s in zip(both, true_ret, sim_ret, strict=True)},
     }

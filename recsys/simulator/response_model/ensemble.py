@@ -158,7 +158,10 @@ class EnsembleResponseModel(nn.Module):
 
     def step_logits(self, u: torch.Tensor, state: Any, actions: torch.Tensor) -> torch.Tensor:
         """(N, 3) logits of the members' mean probabilities (``mean_prob_logits``)."""
-        return mean_prob_logits(self.member_logits(u, state, actions))
+        return self.mean_logits(self.member_logits(u, state, actions))
+
+    # a pessimistic LearnedWorld takes member_logits once per step and combines them itself
+    mean_logits = staticmethod(mean_prob_logits)
 
     def advance(self, state: Any, actions: torch.Tensor, click: torch.Tensor, convert: torch.Tensor) -> Any:
         """Every member's history state after the users saw ``actions`` with these outcomes."""
