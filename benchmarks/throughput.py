@@ -1,7 +1,9 @@
-"""Throughput of TrueWorld in user-steps per second: one-user env, gymnasium's SyncVectorEnv of
-one-user envs, and the natively batched ``CampaignVectorEnv``.
+"""Throughput of TrueWorld in user-steps per second: one-user env (direct and through
+``gymnasium.make``, wrappers included), gymnasium's SyncVectorEnv of one-user envs, and the
+natively batched ``CampaignVectorEnv``; and where one step's time goes (``step_breakdown``,
+``benchmarks.step_breakdown``) at N = 1 and N = 16,384.
 
-    python -m benchmarks.throughput [--seconds 2.5] [--threads 1] [--sizes 1024 16384]
+    python -m benchmarks.throughput [--seconds 2.5] [--threads 1] [--sizes 1024 16384] [--skip-learned]
 
 It also times one LearnedWorld env step with a K = 5 ``EnsembleResponseModel`` against the
 same step with one model of the same architecture (``ensemble_vs_single_cost_ratio``).
@@ -42,6 +44,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 16384], help="native batch sizes N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--learned-sizes", type=int, nargs="+", default=[1, 256, 4096], help="LearnedWorld batch sizes")
+    p.add_argument("--breakdown-sizes", type=int, nargs="+", default=[1, 16384], help="N of the step time breakdowns")
+    p.add_argument("--skip-learned", action="store_true", help="TrueWorld only (no LearnedWorld or ensemble timings)")
     p.add_argument("--ensemble-users", type=int, default=_ENSEMBLE_USERS, help="N of the ensemble-vs-single timing")
     p.add_argument("--simulator-dir", default=None,
                    help="a fitted simulator (experiments.fit_simulator); default: an untrained model of the "
@@ -84,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+    from benchmarks.step_breakdown import step_breakdown
     from envs import CampaignConfig, CampaignEnv, CampaignVectorEnv, TrueWorld, TrueWorldConfig
 
     torch.set_num_threads(args.threads)
@@ -108,6 +113,17 @@ def main(argv: list[str] | None = None) -> dict:
             env.reset()
 
     results["single_env"] = {"num_envs": 1, **_timed(single_step, 1, args.seconds)}
+
+    # the same through gymnasium.make (PassiveEnvChecker and OrderEnforcing wrappers): what users call
+    _log("gymnasium.make('campaign/TrueWorld-v0') ...")
+    made = gymnasium.make("campaign/TrueWorld-v0", campaign=campaign, world_config=world_config)
+    made.reset(seed=args.seed)
+
+    def made_step(i: int) -> None:
+        if made.step(single_actions[i % _ACTION_POOL_STEPS])[2]:
+            made.reset()
+
+    results["gym_make_single_env"] = {"num_envs": 1, **_timed(made_step, 1, args.seconds)}
 
     # gymnasium SyncVectorEnv of one-user envs
     k = args.sync_envs
@@ -134,9 +150,16 @@ def main(argv: list[str] | None = None) -> dict:
             **_timed(lambda i, e=native, a=native_actions: e.step(a[i % _ACTION_POOL_STEPS]), n, args.seconds),
         }
 
+    breakdown = {}
+    for n in args.breakdown_sizes:
+        _log(f"step time breakdown N={n} ...")
+        env_n = CampaignVectorEnv(TrueWorld(world_config, n_users=n), campaign, AutoresetMode.SAME_STEP)
+        env_n.reset(seed=args.seed)
+        breakdown[str(n)] = step_breakdown(env_n, pool(n), args.seconds)
+
     # the learned simulator: env around the response model vs the model's raw step
     learned = _learned_world_factory(args.simulator_dir, world_config)
-    for n in args.learned_sizes:
+    for n in [] if args.skip_learned else args.learned_sizes:
         _log(f"LearnedWorld N={n} ...")
         env_n = CampaignVectorEnv(learned(n), campaign, AutoresetMode.SAME_STEP)
         env_n.reset(seed=args.seed)
@@ -148,8 +171,9 @@ def main(argv: list[str] | None = None) -> dict:
         results[f"raw_forward_{n}"] = {"num_envs": n, **_timed(_raw_step(env_n.world, acts), n, args.seconds)}
 
     # one env step with a K = 5 ensemble vs with one model (the ensemble's first member)
-    ens = _ensemble_vs_single(learned, args.ensemble_users, campaign, pool, args.seconds, args.seed)
-    results.update(ens["results"])
+    ens = None if args.skip_learned else _ensemble_vs_single(learned, args.ensemble_users, campaign, pool,
+                                                             args.seconds, args.seed)
+    results.update(ens["results"] if ens else {})
 
     sync_rate = results[f"sync_vector_env_{k}"]["user_steps_per_s"]
     out: dict = {
@@ -159,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         "campaign": {"horizon": campaign.horizon, "budget": campaign.budget, "invalid_action": campaign.invalid_action},
         "method": METHOD,
         "results": results,
+        "step_breakdown": breakdown,
     }
     for n in args.sizes:
         out[f"native_vs_sync_ratio_{n}"] = results[f"native_{n}"]["user_steps_per_s"] / sync_rate
@@ -167,16 +192,19 @@ def main(argv: list[str] | None = None) -> dict:
         for n in args.sizes
     }
     big, one = max(args.learned_sizes), min(args.learned_sizes)
-    out[f"learned_vs_raw_forward_ratio_{big}"] = (
-        results[f"learned_{big}"]["user_steps_per_s"] / results[f"raw_forward_{big}"]["user_steps_per_s"])
-    out["learned_vs_raw_forward_ratio"] = out[f"learned_vs_raw_forward_ratio_{big}"]
-    out[f"learned_{big}_vs_learned_{one}_ratio"] = (
-        results[f"learned_{big}"]["user_steps_per_s"] / results[f"learned_{one}"]["user_steps_per_s"])
-    out["ensemble_vs_single_cost_ratio"] = ens["ratio"]
-    out["ensemble_step_ms"] = ens["step_ms"]
-    out["learned_simulator"] = args.simulator_dir or "untrained default architecture (same cost per step)"
-    out["target"] = {"native_vs_sync_ratio": 100.0, "learned_vs_raw_forward_ratio": 0.5,
-                     f"learned_{big}_vs_learned_{one}_ratio": 50.0, "ensemble_vs_single_cost_ratio": 2.0}
+    out["target"] = {"native_vs_sync_ratio": 100.0, "gym_make_single_env_user_steps_per_s": 30_000.0,
+                     "native_16384_user_steps_per_s": 2_500_000.0}
+    if ens:
+        out[f"learned_vs_raw_forward_ratio_{big}"] = (
+            results[f"learned_{big}"]["user_steps_per_s"] / results[f"raw_forward_{big}"]["user_steps_per_s"])
+        out["learned_vs_raw_forward_ratio"] = out[f"learned_vs_raw_forward_ratio_{big}"]
+        out[f"learned_{big}_vs_learned_{one}_ratio"] = (
+            results[f"learned_{big}"]["user_steps_per_s"] / results[f"learned_{one}"]["user_steps_per_s"])
+        out["ensemble_vs_single_cost_ratio"] = ens["ratio"]
+        out["ensemble_step_ms"] = ens["step_ms"]
+        out["learned_simulator"] = args.simulator_dir or "untrained default architecture (same cost per step)"
+        out["target"].update({"learned_vs_raw_forward_ratio": 0.5, f"learned_{big}_vs_learned_{one}_ratio": 50.0,
+                              "ensemble_vs_single_cost_ratio": 2.0})
     out["metadata"] = {
         "torch_threads": torch.get_num_threads(),
         "thread_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},

@@ -16,8 +16,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs import rng
 from envs.campaign import CampaignConfig
+from envs.pessimism import Pessimism
 from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs, StepResponseModel, UserSampler
+
+_STREAM_MEMBER = 0x4D454D42  # "MEMB": the ensemble member a user follows (member_per_user)
+
+
+def reward_spread(p_click: np.ndarray, p_convert: np.ndarray, actions: np.ndarray, catalog: Catalog,
+                  campaign: CampaignConfig) -> np.ndarray:
+    """Std over the members (axis 0) of the expected reward of ``actions`` given each member's
+    p(click) and p(convert | click), shape (K, ...); 0 where the action is "no offer". The one
+    u(s, a), in the simulator (``LearnedWorld``) and on logged data (its calibration)."""
+    click = np.where(actions > 0, p_click, 0.0)
+    return campaign.reward_of(catalog, actions, click, click * p_convert).std(axis=0)
 
 
 def _where(keep_new: torch.Tensor, new: Any, old: Any) -> Any:
@@ -61,15 +74,15 @@ class LearnedWorld:
     """Batched learned simulator; implements the ``World`` protocol."""
 
     def __init__(self, response_model: StepResponseModel, user_sampler: UserSampler, catalog: Catalog,
-                 n_users: int = 1, reward_penalty: float = 0.0) -> None:
+                 n_users: int = 1, pessimism: Pessimism | None = None) -> None:
         spec = response_model.spec
-        if not reward_penalty >= 0:
-            raise ValueError(f"simulator.reward_penalty: must be >= 0, got {reward_penalty}")
-        if reward_penalty > 0 and not hasattr(response_model, "member_logits"):
-            raise ValueError("simulator.reward_penalty: needs an ensemble response model "
+        self.pessimism = pessimism or Pessimism()
+        self.n_members = int(getattr(response_model, "n_members", 1))
+        if self.pessimism.active and self.n_members < 2:
+            raise ValueError("simulator.pessimism: needs an ensemble response model "
                              "(simulator.response_model.ensemble_size >= 2) to measure disagreement")
-        self.reward_penalty = float(reward_penalty)
         self._member_probs: tuple[np.ndarray, np.ndarray] | None = None  # (actions, (K, N, 3)) of this step
+        self._member = torch.zeros(n_users, dtype=torch.long)  # member_per_user: each slot's member
         if spec.n_actions != catalog.n_actions:
             raise ValueError(
                 f"simulator: response model was trained for {spec.n_actions - 1} offers but the catalog has "
@@ -142,14 +155,20 @@ class LearnedWorld:
                 cat, num, u, state = self._draw(keys)
             self._u[slots_t] = u
             _assign(self._state, slots_t, state)
+            if self.pessimism.member_per_user:  # a pure function of the user's key, like its profile
+                member = (rng.uniform(keys, _STREAM_MEMBER) * self.n_members).astype(np.int64)
+                self._member[slots_t] = torch.from_numpy(np.minimum(member, self.n_members - 1))
         return Profiles(categorical=cat, numeric=num)
 
     def response_probs(self, actions: np.ndarray) -> ResponseProbs:
         a = torch.as_tensor(np.asarray(actions, dtype=np.int64))
         with torch.inference_mode():
-            if self.reward_penalty:  # one ensemble forward serves the probabilities and the penalty
+            if self.pessimism.active:  # one ensemble forward serves the probabilities and the pessimism
                 members = self.model.member_logits(self._u, self._state, a)
-                logits = self.model.mean_logits(members)
+                if self.pessimism.member_per_user:
+                    logits = members[self._member, torch.arange(len(a))]
+                else:
+                    logits = self.model.mean_logits(members)
                 self._member_probs = (np.array(actions, copy=True), torch.sigmoid(members).double().numpy())
             else:
                 logits = self.model.step_logits(self._u, self._state, a)
@@ -160,8 +179,8 @@ class LearnedWorld:
     def reward_uncertainty(self, actions: np.ndarray, campaign: CampaignConfig) -> np.ndarray:
         """(N,) u(s, a): the standard deviation over the ensemble's members of the expected
         reward (``campaign.reward``, in its units) of each user's action now; 0 for "no offer".
-        MOPO's penalty (Yu et al. 2020) is ``reward_penalty * u``: the agent is charged where
-        the plausible worlds disagree, i.e. off the logged distribution."""
+        Every pessimism mechanism (``envs.pessimism``) reads it: the plausible worlds disagree
+        off the logged distribution, where the simulator cannot be trusted."""
         a = np.asarray(actions, dtype=np.int64)
         cached = self._member_probs
         if cached is not None and np.array_equal(cached[0], a):  # this step's response_probs computed them
@@ -169,14 +188,23 @@ class LearnedWorld:
         else:
             with torch.inference_mode():
                 p = torch.sigmoid(self.model.member_logits(self._u, self._state, torch.as_tensor(a))).double().numpy()
-        click = np.where(a > 0, p[..., 0], 0.0)
-        return campaign.reward_of(self.catalog, a, click, click * p[..., 1]).std(axis=0)
+        return reward_spread(p[..., 0], p[..., 1], a, self.catalog, campaign)
 
-    def reward_penalties(self, actions: np.ndarray, campaign: CampaignConfig) -> np.ndarray | None:
-        """What the env subtracts from the reward of ``actions`` (None: no pessimism)."""
-        if self.reward_penalty == 0.0:
-            return None
-        return self.reward_penalty * self.reward_uncertainty(actions, campaign)
+    def pessimism_step(self, actions: np.ndarray, campaign: CampaignConfig
+                       ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(what the env subtracts from each reward, which users halt now, which steps are
+        above the threshold), None where the world's pessimism has no such part; computed on
+        the state the action was chosen in."""
+        pess = self.pessimism
+        if not pess.shapes_steps:
+            return None, None, None
+        u = self.reward_uncertainty(actions, campaign)
+        penalty = pess.reward_penalty * u if pess.reward_penalty else None
+        uncertain = None if pess.threshold is None else u > pess.threshold
+        halted = uncertain if pess.halt else None
+        if halted is not None and pess.halt_penalty:
+            penalty = pess.halt_penalty * halted + (0.0 if penalty is None else penalty)
+        return penalty, halted, uncertain
 
     def advance(self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray) -> None:
         self._member_probs = None  # the state moves on: this step's member probabilities are stale

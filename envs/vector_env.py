@@ -18,7 +18,9 @@ left, so the budget can never go negative. A masked action raises ``ValueError``
 agents without masking, e.g. plain PPO).
 
 Episodes end (``terminated``) on churn or at the end of the campaign horizon; the horizon is
-part of the task (time left is observed), so it is not a truncation.
+part of the task (time left is observed), so it is not a truncation. A pessimistic world
+(``envs.pessimism``) may also charge a penalty on each reward, halt users (a termination;
+``info["halted"]``) and mark steps off the logged distribution (``info["uncertain"]``).
 
 Autoreset follows gymnasium's ``AutoresetMode``: ``NEXT_STEP`` (gymnasium's default; the step
 after a termination resets the slot and ignores its action), ``SAME_STEP`` (reset at once;
@@ -93,8 +95,9 @@ class CampaignVectorEnv(VectorEnv):
         # worlds that can draw users ahead (LearnedWorld) get each slot's next episodes' users
         # in one batch; see _prefetch. _prefetched[i]: slot i's users are drawn up to that episode
         self._prefetch_users = getattr(world, "prefetch_users", None)
-        # a world may charge a penalty on rewards (a pessimistic LearnedWorld: MOPO's lambda * u(s, a))
-        self._penalties = getattr(world, "reward_penalties", None) if getattr(world, "reward_penalty", 0.0) else None
+        # a pessimistic world (LearnedWorld, envs.pessimism) charges penalties on rewards and halts users
+        pessimism = getattr(world, "pessimism", None)
+        self._pessimism_step = world.pessimism_step if pessimism is not None and pessimism.shapes_steps else None
         self._prefetch_depth = max(4, -(-_PREFETCH_USERS // n))
         self._prefetched = np.zeros(n, dtype=np.int64)
         schema = world.profile_schema
@@ -262,7 +265,8 @@ class CampaignVectorEnv(VectorEnv):
         offers = np.maximum(effective - 1, 0)
 
         p = self.world.response_probs(effective)
-        penalties = None if self._penalties is None else self._penalties(effective, camp)  # before the world advances
+        # before the world advances: the penalty is of the state the action was chosen in
+        penalties, halted, uncertain = (None,) * 3 if self._pessimism_step is None else self._pessimism_step(effective, camp)
         t = self._t
         # one call for the three streams (elementwise, so the same numbers as three calls)
         u_click, u_convert, u_churn = rng.uniform(self._user_keys[:, None], t[:, None], _STREAMS).T
@@ -297,6 +301,9 @@ class CampaignVectorEnv(VectorEnv):
         reward = camp.reward_of(cat, effective, click, convert)
         if penalties is not None:  # a pessimistic world charges its own uncertainty (LearnedWorld)
             reward = reward - penalties
+        if halted is not None:  # MOReL's HALT is absorbing: the episode ends (a termination)
+            halted = active & halted
+            terminated = terminated | halted
         if camp.invalid_action == "penalize":
             reward = reward - camp.invalid_action_penalty * invalid
         reward = np.where(active, reward, 0.0)
@@ -311,6 +318,10 @@ class CampaignVectorEnv(VectorEnv):
             "invalid_action": invalid,
             "active": active,
         }
+        if halted is not None:
+            info["halted"] = halted
+        if uncertain is not None:  # the world's uncertainty above its threshold (off the logged distribution)
+            info["uncertain"] = active & uncertain
         if self.autoreset_mode is AutoresetMode.DISABLED:
             terminated = terminated | self._done
         self._done = self._done | terminated

@@ -62,6 +62,7 @@ import yaml
 from scipy.stats import t as student_t
 from tqdm import tqdm
 
+from experiments.claims import agent_claims
 from experiments.report.aggregate import write_aggregate_report
 from recsys.artifacts import atomic_write_json, atomic_write_text
 from recsys.stats import t_interval
@@ -241,7 +242,8 @@ def across_seeds(results: Sequence[Mapping[str, Any]], level: float) -> dict[str
                                                   if m in run.get(policy, {})], level) for m in metrics}
         worlds[world] = {"policies": policies}
     taus = [r["sim_to_real"]["kendall_tau"] for r in results if r.get("sim_to_real")]
-    return {"worlds": worlds, "sim_to_real": {"kendall_tau": seed_interval(taus, level) if taus else None}}
+    return {"worlds": worlds, "sim_to_real": {"kendall_tau": seed_interval(taus, level) if taus else None},
+            "claims": agent_claims([r for r in results if "recommenders" in r], level)}
 
 
 def seed_interval(values: Sequence[float | None], level: float) -> dict[str, Any]:

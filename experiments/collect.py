@@ -58,6 +58,7 @@ class EpisodeStats:
     length: np.ndarray
     sends_per_action: np.ndarray  # (n_users, n_actions) how often each action was taken
     first_obs: np.ndarray  # (n_users, obs_dim) the observation at the start of the episode (profile)
+    uncertain_steps: np.ndarray  # steps the world marked off the logged distribution (0 if it marks none)
 
     def summarise(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, Interval]:
         """Every metric with a bootstrap CI over users. Click and conversion rates are per
@@ -99,7 +100,8 @@ def rollout(
 
 def _run_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> EpisodeStats:
     n = env.num_envs
-    totals = {k: np.zeros(n) for k in ("clicks", "conversions", "offers_sent", "ret", "profit", "revenue", "cost", "length")}
+    totals = {k: np.zeros(n) for k in ("clicks", "conversions", "offers_sent", "ret", "profit", "revenue", "cost", "length",
+                                       "uncertain_steps")}
     sends = np.zeros((n, env.catalog.n_actions))
     obs, _ = env.reset(seed=seed)
     first_obs = obs.copy()
@@ -119,6 +121,8 @@ def _run_batch(env: CampaignVectorEnv, policy: Policy, seed: int) -> EpisodeStat
         totals["revenue"] += info["revenue"]
         totals["cost"] += info["cost"]
         totals["length"] += active
+        if "uncertain" in info:
+            totals["uncertain_steps"] += info["uncertain"]
         sends[np.flatnonzero(active), actions[active]] += 1
         done |= terminated | truncated
     return EpisodeStats(**totals, sends_per_action=sends, first_obs=first_obs)

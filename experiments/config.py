@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.sb3 import ALGORITHMS, check_checkpoint
 from envs.campaign import CampaignConfig
+from envs.pessimism import Pessimism
 from envs.true_world import TrueWorldConfig
 from experiments.ope.registry import PER_DECISION_ESTIMATORS, EstimatorConfig
 from recsys.data.profiles import MIN_USERS
@@ -32,6 +33,7 @@ MIN_BOOTSTRAP = 10  # resamples of a percentile CI: fewer cannot give its quanti
 MAX_SEED = 1_000_000  # seed * USERS_PER_SEED must stay far inside int64 (counter-based user keys)
 MAX_USERS = 5_000_000  # per seed and purpose: user ids come from disjoint blocks (experiments.run)
 ALGOS = tuple(ALGORITHMS)  # ppo, a2c, dqn, maskable_ppo, recurrent_ppo
+LOG_DATASETS = ("movielens",)  # experiment.logs.dataset: real logs bundled with an installed wheel
 
 
 @cache
@@ -39,6 +41,36 @@ def _constructor_arguments(algo: str) -> frozenset[str]:
     """The keyword arguments an SB3 algorithm's constructor takes (hyperparameters are checked
     against them before any work starts)."""
     return frozenset(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "policy", "env"}
+
+
+USER_SOURCES = ("gan", "logged")
+
+
+@dataclass
+class LearnedWorldConfig:
+    """How the learned world is built from a fitted simulator: where its users come from and
+    how it distrusts itself off the logged distribution (``envs.pessimism``). Every mechanism
+    but ``users`` needs ``simulator.response_model.ensemble_size >= 2``."""
+
+    reward_penalty: float = 0.0  # MOPO lambda: reward - lambda * u(s, a)
+    # threshold = this quantile of u over held-out logged sends; steps above it are reported as
+    # off the logged distribution (with an ensemble), and halt there when `halt`
+    threshold_quantile: float = 0.99
+    halt: bool = False  # MOReL: users halt on a step above the threshold ...
+    halt_penalty: float = 0.0  # ... with this reward charged (kappa)
+    member_per_user: bool = False  # each user follows one ensemble member drawn at reset
+    users: str = "gan"  # gan: profiles from the user GAN | logged: resampled logged profiles
+
+    def __post_init__(self) -> None:
+        Pessimism(self.reward_penalty, 0.0, self.halt, self.halt_penalty, self.member_per_user)  # same checks
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise ValueError(f"simulator.learned_world.threshold_quantile: must be in (0, 1], got {self.threshold_quantile}")
+        if self.users not in USER_SOURCES:
+            raise ValueError(f"simulator.learned_world.users: got {self.users!r}, expected one of {USER_SOURCES}")
+
+    @property
+    def needs_ensemble(self) -> bool:
+        return bool(self.reward_penalty or self.halt or self.member_per_user)
 
 
 @dataclass
@@ -56,6 +88,7 @@ class AgentConfig:
     eval_users: int = 1000  # users of each of those evaluations (the same users every time)
     resume_from: str | None = None  # a checkpoint .zip to continue training from
     train_world: str = "learned"  # learned (the simulator fitted on logs) | true (the ground truth)
+    learned_world: LearnedWorldConfig | None = None  # the learned world it trains in (null = simulator.learned_world)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -86,8 +119,16 @@ class LogsConfig:
     temperature: float = 0.5
     epsilon: float = 0.2
     rest_probability: float = 0.3  # share of steps the logging policy sends nothing
+    # a user's own logs (experiment=own_logs): a logs parquet file, or a bundled real dataset
+    path: str | None = None  # logs in the schema of recsys.data.schema
+    catalog: str | None = None  # catalog.json (category, value, discount, contact_cost); null = inferred
+    dataset: str | None = None  # movielens: MovieLens-100k from the recbole wheel (recsys.data.movielens)
 
     def __post_init__(self) -> None:
+        if self.dataset not in (None, *LOG_DATASETS):
+            raise ValueError(f"experiment.logs.dataset: got {self.dataset!r}, expected null or one of {LOG_DATASETS}")
+        if self.path is not None and self.dataset is not None:
+            raise ValueError("experiment.logs: set path (your own logs) or dataset, not both")
         if not MIN_USERS <= self.n_users <= MAX_USERS:
             raise ValueError(f"experiment.logs.n_users: must be in [{MIN_USERS}, {MAX_USERS}] (fitting a simulator "
                              f"needs {MIN_USERS} users), got {self.n_users}")
@@ -99,8 +140,14 @@ class EvaluationConfig:
     n_bootstrap: int = 1000
     ci_level: float = 0.95
     n_segments: int = 4  # k-means segments of the observable profile for the per-segment breakdown
+    # users stepped together in one batched env; shards cut at batch boundaries (experiments.evaluate)
+    batch_size: int = 4096
+    shards: int = 1  # contiguous user ranges run as Ray tasks (when Ray is initialised) or local processes
 
     def __post_init__(self) -> None:
+        for name in ("batch_size", "shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"experiment.evaluation.{name}: must be >= 1, got {getattr(self, name)}")
         if self.n_segments < 2:
             raise ValueError(f"experiment.evaluation.n_segments: must be >= 2, got {self.n_segments}")
         if not 2 <= self.n_users <= MAX_USERS:
@@ -134,7 +181,7 @@ class OPEConfig:
             raise ValueError(f"experiment.ope.n_bootstrap: must be >= {MIN_BOOTSTRAP}, got {self.n_bootstrap}")
 
 
-EXPERIMENT_KINDS = ("main", "obd")
+EXPERIMENT_KINDS = ("main", "obd", "own_logs")
 
 
 @dataclass
@@ -170,7 +217,8 @@ class ObdConfig:
 @dataclass
 class ExperimentConfig:
     name: str = "default"
-    kind: str = "main"  # main: the simulator pipeline; obd: Open Bandit Dataset OPE (experiments.obd)
+    kind: str = "main"  # main: the simulator pipeline; obd: Open Bandit Dataset OPE (experiments.obd);
+    # own_logs: the pipeline on a user's own logs, no ground truth (experiments.own_logs)
     seed: int = 0
     torch_threads: int = 1  # two threads collapse under contention on small shared machines
     progress: bool = True
@@ -188,6 +236,9 @@ class ExperimentConfig:
         if not 0 <= self.seed < MAX_SEED:
             raise ValueError(f"experiment.seed: must be in [0, {MAX_SEED}) (user ids come from per-seed blocks), "
                              f"got {self.seed}")
+        if self.kind == "own_logs" and self.logs.path is None and self.logs.dataset is None:
+            raise ValueError("experiment.logs.path: experiment=own_logs needs a logs parquet file "
+                             "(experiment.logs.path=LOGS.parquet) or experiment.logs.dataset=movielens")
         if self.logs.n_users + self.ope.draws * self.ope.n_users > MAX_USERS:
             raise ValueError(f"experiment.ope: logs.n_users + draws * ope.n_users must be <= {MAX_USERS} "
                              "(OPE draws take fresh users from the logs' block)")
@@ -202,16 +253,10 @@ class SimulatorConfig:
     ablation: list[str] = field(default_factory=lambda: ["none", "logistic", "attention"])
     fidelity_users: int = 20000  # users per fixed policy in each world (CVR is rare: ~2% relative SE)
     n_bootstrap: int = 200  # bootstrap draws for AUC-difference CIs
-    # MOPO's lambda: the learned world charges reward_penalty * u(s, a), the std of the ensemble
-    # members' expected reward of the action (needs response_model.ensemble_size >= 2; 0 = off)
-    reward_penalty: float = 0.0
+    learned_world: LearnedWorldConfig = field(default_factory=LearnedWorldConfig)  # what agents train in and
+    # what the "learned" world reports; an agent's own `learned_world` replaces it for its training
 
     def __post_init__(self) -> None:
-        if not self.reward_penalty >= 0:
-            raise ValueError(f"simulator.reward_penalty: must be >= 0, got {self.reward_penalty}")
-        if self.reward_penalty > 0 and self.response_model.ensemble_size < 2:
-            raise ValueError("simulator.reward_penalty: needs simulator.response_model.ensemble_size >= 2 "
-                             f"(disagreement between members), got ensemble_size={self.response_model.ensemble_size}")
         unknown = set(self.ablation) - {"gru", "none", "logistic", "attention"}
         if unknown:
             raise ValueError(f"simulator.ablation: unknown encoder(s) {sorted(unknown)}, expected gru|none|logistic|attention")
@@ -258,6 +303,12 @@ class Config:
                 f"experiment.agents: {missing} not configured; choose from {sorted(self.agents)} "
                 "or add agent@agents.<name>=<conf/agent file>"
             )
+        k = self.simulator.response_model.ensemble_size
+        for where, world in [("simulator.learned_world", self.simulator.learned_world)] + [
+                (f"agents.{n}.learned_world", a.learned_world) for n, a in self.agents.items() if a.learned_world]:
+            if world.needs_ensemble and k < 2:
+                raise ValueError(f"{where}: pessimism needs simulator.response_model.ensemble_size >= 2 "
+                                 f"(disagreement between members), got ensemble_size={k}")
 
 
 def register() -> None:

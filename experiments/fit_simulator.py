@@ -58,8 +58,9 @@ def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset) 
                                 out / "tensorboard" / f"response_model_{enc}")
         for enc in encoders
     }
+    truth = data.from_world(config.world.seed)  # TrueWorld made these logs: truth-based checks apply
     oracle = (replay_oracle(config.world, test.user_ids, test.actions, test.click, test.conversion, test.mask)
-              if data.from_world(config.world.seed) else None)
+              if truth else None)
     predictions = {enc: predict(m, test) for enc, m in models.items()}
     response = response_model_fidelity(predictions, test, oracle, main=main, n_boot=sim.n_bootstrap, seed=seed)
 
@@ -73,23 +74,23 @@ def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset) 
     # (4) artifacts
     sim_dir = save_simulator(out / "simulator", models[main], gan, data.catalog, response)
 
-    # (5) the whole simulator vs the truth, paired users
+    # (5) the whole simulator vs the truth, paired users (own logs have no truth: experiments.own_logs)
     learned = load_simulator(sim_dir, n_users=1)  # round trip through the files
     _, eval_from = config_module.user_blocks(seed)
     worlds = policy_fidelity(
         make_env_factory(lambda n: TrueWorld(config.world, n_users=n), config.campaign),
         make_env_factory(lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n), config.campaign),
         fixed_policies(config), sim.fidelity_users, eval_from,
-    )
+    ) if truth else None
 
     # (6) report
     fidelity = {
         **response,
         "c2st_auc": profile["c2st_auc"],
         "c2st_auc_marginals_baseline": profile["c2st_auc_marginals_baseline"],
-        "kendall_tau": worlds["kendall_tau"],
-        "logging_ctr_rel_error": worlds["rel_error"]["logging"]["click_rate"],
-        "logging_cvr_rel_error": worlds["rel_error"]["logging"]["conversion_rate"],
+        **({"kendall_tau": worlds["kendall_tau"],
+            "logging_ctr_rel_error": worlds["rel_error"]["logging"]["click_rate"],
+            "logging_cvr_rel_error": worlds["rel_error"]["logging"]["conversion_rate"]} if worlds else {}),
         "profiles": profile,
         "policies": worlds,
         "data": {"train_users": train.n_users, "validation_users": validation.n_users, "test_users": test.n_users},
@@ -98,7 +99,8 @@ def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset) 
     if oracle is not None:
         plot_calibration(predictions[main], oracle, test.mask & (test.actions > 0), out / "calibration.png")
     plot_marginals(heldout, synthetic, out / "marginals.png")
-    plot_policy_values(worlds["policies"], out / "policy_values.png")
+    if worlds:
+        plot_policy_values(worlds["policies"], out / "policy_values.png")
     atomic_write_text(out / "fidelity.md", fidelity_markdown(fidelity, oracle is not None))
     return sim_dir, fidelity
 

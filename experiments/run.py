@@ -4,6 +4,7 @@
     python -m experiments.run experiment=smoke     # whole pipeline, tiny sizes
     python -m experiments.run -m experiment.seed=0,1,2
     python -m experiments.run experiment=obd       # the Open Bandit Dataset study (experiments.obd)
+    python -m experiments.run experiment=own_logs experiment.logs.path=LOGS.parquet  # experiments.own_logs
 
 Reads top to bottom: (1) logs from TrueWorld with the logging policy, validated and parsed
 once; (2) the learned simulator fitted on them and judged (``experiments.fit_simulator``);
@@ -23,16 +24,16 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from envs.learned_world import LearnedWorld
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
 from experiments import config as config_module
-from experiments import obd, setup_torch
+from experiments import obd, own_logs, setup_torch
 from experiments.aggregate import retire_previous_results, write_failure_marker
 from experiments.artifacts import StageTimer, provenance
 from experiments.collect import collect_logs
 from experiments.evaluate import best_baseline, best_sim_trained_agent, evaluate_worlds, sim_to_real
 from experiments.fit_simulator import fit_simulator
+from experiments.learned_worlds import LearnedWorlds, ablation, variants
 from experiments.ope.evaluate import ResponseModelRewards
 from experiments.ope.study import ope_study
 from experiments.policies import ORACLES, check_ope_policies, comparison_roster, ope_roster
@@ -73,13 +74,12 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # 2. The learned simulator, fitted on the logs only and judged against the truth.
     with timer.stage("simulator"):
         sim_dir, fidelity = fit_simulator(config, out, data)
+    # Its learned worlds: the shipped one (simulator.learned_world: users, pessimism) is what
+    # agents train in and what the "learned" column reports; an agent may set its own.
     learned = load_simulator(sim_dir, n_users=1)
-    world_factories = {
-        "true": lambda n: TrueWorld(config.world, n_users=n),
-        # pessimism (simulator.reward_penalty) shapes what agents train on and what the learned world reports
-        "learned": lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n,
-                                          reward_penalty=config.simulator.reward_penalty),
-    }
+    learned_worlds = LearnedWorlds(learned, data, config.campaign)
+    world_factories = {"true": lambda n: TrueWorld(config.world, n_users=n),
+                       "learned": learned_worlds.factory(config.simulator.learned_world)}
 
     # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).
     with timer.stage("recommenders"):
@@ -90,10 +90,12 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     # 4. Every agent on the batched env of its training world.
     models = {}
-    for name in exp.agents:
+    agents = {name: config.agents[name] for name in exp.agents}
+    own_worlds = variants(agents)  # the agent-specific learned worlds (pessimism ablation)
+    for name, agent in agents.items():
+        own = agent.learned_world and {"learned": learned_worlds.factory(agent.learned_world)}
         with timer.stage(f"train_{name}"):
-            models[name] = train(name, config.agents[name], world_factories, config, out)
-    agents = {name: config.agents[name] for name in models}
+            models[name] = train(name, agent, {**world_factories, **(own or {})}, config, out)
 
     # 5. Paired evaluation in both worlds: every policy meets the same users with the same draws;
     #    the oracles read TrueWorld's hidden state, so they run there only.
@@ -107,6 +109,17 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     segments = (segment_comparison(stats["true"], profile_columns, challenger,
                                    best_baseline(worlds["true"]["policies"], agents), exp.evaluation, seed)
                 if challenger else None)
+    # Each agent-specific learned world judged like the shipped one: every policy in it.
+    variant_worlds = {}
+    if own_worlds:
+        with timer.stage("ablation"):
+            variant_worlds = evaluate_worlds({v: learned_worlds.factory(o) for v, (o, _) in own_worlds.items()},
+                                             {v: roster for v in own_worlds}, config.campaign, exp.evaluation,
+                                             eval_users_from, agents, seed)[0]
+    thresholds = {v: learned_worlds.pessimism(o).threshold for v, o in
+                  [("learned", config.simulator.learned_world)] + [(v, o) for v, (o, _) in own_worlds.items()]}
+    pessimism = ablation(worlds, variant_worlds, own_worlds, config.simulator.learned_world, agents,
+                         stats["learned"], thresholds)
 
     # 6. Off-policy evaluation: every estimator on fresh TrueWorld logs, against the true values.
     ope, ope_summary = {}, None
@@ -128,7 +141,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "worlds": worlds,
         "sim_to_real": sim_to_real(worlds),
         "simulator": {"fidelity": {k: v for k, v in fidelity.items() if isinstance(v, float)},
-                      "targets_met": target_checks(fidelity)},
+                      "targets_met": target_checks(fidelity), "logged_uncertainty": learned_worlds.summary()},
+        "pessimism": pessimism,
         "segments": segments,
         "recommenders": {"offline_metrics": offline},
         "ope": ope,
@@ -142,7 +156,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     return results
 
 
-EXPERIMENTS = {"main": run, "obd": obd.run}  # experiment.kind -> what the job runs
+EXPERIMENTS = {"main": run, "obd": obd.run, "own_logs": own_logs.run}  # experiment.kind -> what the job runs
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -150,13 +164,15 @@ def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     retire_previous_results(out)  # a failed re-run must not leave an old results.json to aggregate
     try:
-        if cfg.experiment.kind == "main":
+        if cfg.experiment.kind in ("main", "own_logs"):
             config_module.load_or_exit(cfg)  # every value checked before any work: one line, no traceback
         results = EXPERIMENTS[cfg.experiment.kind](cfg, out)
     except Exception:  # Hydra runs the sweep's other jobs, then exits 1 (experiments.aggregate docstring)
         write_failure_marker(out)  # FAILED.txt with the traceback, named by experiments.aggregate
         log.exception("job failed; traceback in %s", out / "FAILED.txt")
         raise
+    if cfg.experiment.kind == "own_logs":  # no TrueWorld: the first agent's learned-world return
+        return float(results["objective"])
     if cfg.experiment.kind == "obd":  # sweeps minimise the mean relative error of the OPE estimates
         return float(results["summary"]["objective"])
     first = cfg.experiment.agents[0] if cfg.experiment.agents else "logging"

@@ -40,7 +40,10 @@ CONFIG_CASES = [
     (["experiment.seed=1000000000"], "experiment.seed"),
     (["campaign.reward=clicks"], "campaign.reward"),
     (["experiment.agents=[ppo,sac]"], "experiment.agents"),
-    (["simulator.reward_penalty=1.0"], "simulator.reward_penalty"),  # pessimism needs an ensemble
+    (["simulator.learned_world.reward_penalty=1.0"], "simulator.learned_world"),  # pessimism needs an ensemble
+    (["simulator.learned_world.halt=true"], "simulator.learned_world"),
+    (["simulator.learned_world.threshold_quantile=1.5"], "simulator.learned_world.threshold_quantile"),
+    (["simulator.learned_world.users=gann"], "simulator.learned_world.users"),
 ]
 
 

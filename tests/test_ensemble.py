@@ -121,37 +121,3 @@ def test_learned_world_on_the_ensemble_passes_the_env_checker(ensemble, data, tm
         assert np.isfinite(reward)
         if terminated or truncated:
             break
-
-
-def test_pessimistic_world_charges_the_members_disagreement(ensemble, data):
-    """MOPO's penalty: with reward_penalty = lambda the env's reward is the plain reward minus
-    lambda * std over members of the action's expected reward, computed on the state the action
-    was chosen in; the outcomes (same coin flips) and the profit info are unchanged."""
-    from envs.learned_world import LearnedWorld
-    from envs.vector_env import CampaignVectorEnv
-    from recsys.simulator.user_gan import IndependentMarginalsSampler
-
-    logs, _, _ = data
-    sampler = IndependentMarginalsSampler(profiles_from_logs(logs))
-    catalog, campaign, n, lam = TrueWorld(TrueWorldConfig()).catalog, CampaignConfig(invalid_action="penalize"), 64, 2.0
-    plain = CampaignVectorEnv(LearnedWorld(ensemble, sampler, catalog, n), campaign)
-    pessimistic = CampaignVectorEnv(LearnedWorld(ensemble, sampler, catalog, n, reward_penalty=lam), campaign)
-    plain.reset(seed=3)
-    pessimistic.reset(seed=3)
-    g = np.random.default_rng(0)
-    charged = 0.0
-    for _ in range(5):
-        actions = g.integers(0, catalog.n_actions, n)
-        actions[:8] = 0  # "no offer" is never charged
-        u = pessimistic.world.reward_uncertainty(actions, campaign)
-        assert np.all(u[:8] == 0.0) and np.all(u >= 0)
-        _, r_plain, _, _, info_plain = plain.step(actions)
-        _, r_pess, _, _, info_pess = pessimistic.step(actions)
-        active = info_pess["active"]
-        np.testing.assert_array_equal(info_plain["click"], info_pess["click"])
-        np.testing.assert_array_equal(info_plain["profit"], info_pess["profit"])
-        np.testing.assert_allclose(r_pess[active], (r_plain - lam * u)[active], rtol=1e-12, atol=1e-12)
-        charged += float((lam * u)[active].sum())
-    assert charged > 0  # the members do disagree somewhere
-    with pytest.raises(ValueError, match="needs an ensemble"):
-        LearnedWorld(ensemble.members[0], sampler, catalog, n, reward_penalty=1.0)

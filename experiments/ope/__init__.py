@@ -1,10 +1,13 @@
 """Off-policy evaluation: estimate a policy's value from logs alone, and check it against the truth.
 
 ``data``: the validated input (``OPEData``); ``estimators``: DM, IPS, SNIPS, DR, SNDR,
-Switch-DR, DRos, PDIS, WDR behind one ``Estimator`` interface; ``fqe``: fitted Q evaluation;
+Switch-DR, DRos, PDIS, WDR behind one ``Estimator`` interface, and ``refit_intervals``
+(bootstrap CIs with the models refitted per replicate); ``fqe``: fitted Q evaluation as a
+bootstrap ensemble (its CI and WDR's include the fitting variance);
 ``registry``: every estimator by name with its target, and ``EstimatorConfig`` (which to run);
 ``evaluate``: reward models, policy probabilities on logged states, all estimators at once;
-``study``: repeated TrueWorld log draws against on-policy true values (the ``ope`` section of
+``study``: repeated TrueWorld log draws against on-policy true values, and the choice of a
+policy by each estimator (regret@1, Spearman) (the ``ope`` and ``ope_validation`` sections of
 ``results.json``).
 """
 

@@ -19,12 +19,12 @@ from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorldConfig, replay_oracle
 from envs.world import Catalog
 from experiments.ope.data import OPEData
-from experiments.ope.estimators import Estimator
+from experiments.ope.estimators import Estimator, Refits, refit_intervals
 from experiments.ope.fqe import FQE
 from recsys.data.replay import LoggedData
 from recsys.data.sequences import SequenceData
-from recsys.simulator.response_model import predict_all_actions
-from recsys.stats import Interval
+from recsys.simulator.response_model import EnsembleResponseModel, predict_all_actions
+from recsys.stats import Interval, bootstrap_counts
 
 RewardModel = Callable[[SequenceData], np.ndarray]
 
@@ -46,7 +46,17 @@ class ResponseModelRewards:
     campaign: CampaignConfig
 
     def __call__(self, data: SequenceData) -> np.ndarray:
-        p = predict_all_actions(self.model, data)
+        return self._rewards(self.model, data)
+
+    def members(self, data: SequenceData) -> list[np.ndarray]:
+        """Each ensemble member's rewards (members are fitted on bootstrap resamples of the
+        training users: refits of the reward model); [] for a single model."""
+        if not isinstance(self.model, EnsembleResponseModel):
+            return []
+        return [self._rewards(m, data) for m in self.model.members]
+
+    def _rewards(self, model: Any, data: SequenceData) -> np.ndarray:
+        p = predict_all_actions(model, data)
         return self.campaign.expected_reward(self.catalog, p["click"], p["convert"])
 
 
@@ -65,15 +75,27 @@ def oracle_rewards(world: TrueWorldConfig, catalog: Catalog, campaign: CampaignC
 def estimate_all(
     logged: LoggedData, rewards: np.ndarray, pi: np.ndarray, q_hat: np.ndarray | None,
     estimators: Sequence[Estimator], n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+    q_hat_members: Sequence[np.ndarray] = (),
 ) -> dict[str, Interval]:
-    """Every estimator on one set of logs for one policy (FQE's Q feeds WDR)."""
+    """Every estimator on one set of logs for one policy. FQE's Q feeds WDR; with FQE's
+    bootstrap members, both get CIs from the refitted replicates (``refit_intervals``), and
+    with >= 2 reward-model members (``q_hat_members``) so do the estimators reading q_hat."""
     d = logged.data
     data = OPEData(actions=d.actions, rewards=rewards, propensities=d.propensity, mask=d.mask, pi=pi, q_hat=q_hat)
-    out = {}
+    out, refits = {}, None
     for est in estimators:
         if isinstance(est, FQE):
             data = data.with_policy(pi, q_pi=est.fit(data, logged.obs))
-        if est.needs_model and data.q_hat is None:
-            continue
-        out[est.name] = est.estimate(data, n_boot, level, seed)
-    return out
+            refits = est.refits()
+    runnable = [e for e in estimators if not (e.needs_model and data.q_hat is None)]
+    by_return = [e for e in runnable if refits is not None and e.reads_return_model and data.q_pi is not None]
+    by_reward = [e for e in runnable if e.needs_model and e not in by_return and len(q_hat_members) >= 2]
+    if by_return:
+        out.update(refit_intervals(by_return, data, refits, level))
+    if by_reward:
+        members = Refits(bootstrap_counts(data.n_users, len(q_hat_members), seed), q_hat=lambda b: q_hat_members[b])
+        out.update(refit_intervals(by_reward, data, members, level))
+    for est in runnable:
+        if est.name not in out:
+            out[est.name] = est.estimate(data, n_boot, level, seed)
+    return {e.name: out[e.name] for e in runnable}

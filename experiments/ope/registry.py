@@ -43,8 +43,10 @@ class EstimatorConfig:
     names: list[str] = field(default_factory=lambda: list(ESTIMATORS))
     switch_tau: float = 20.0
     dr_os_lambda: float = 100.0
-    fqe_iterations: int = 20
-    fqe_epochs: int = 2
+    fqe_iterations: int = 30
+    fqe_steps: int = 80  # gradient steps per FQE iteration, whatever the data size
+    fqe_weight_decay: float = 1e-2
+    fqe_refits: int = 10  # bootstrap refits of FQE (its CI and WDR's); 0: fixed-Q percentile CI
     fqe_hidden: list[int] = field(default_factory=lambda: [64, 64])
 
     def __post_init__(self) -> None:
@@ -58,8 +60,8 @@ class EstimatorConfig:
         params: dict[str, dict[str, Any]] = {
             "switch_dr": {"tau": self.switch_tau},
             "dr_os": {"lam": self.dr_os_lambda},
-            "fqe": {"hidden": tuple(self.fqe_hidden), "iterations": self.fqe_iterations, "epochs": self.fqe_epochs,
-                    "seed": seed},
+            "fqe": {"hidden": tuple(self.fqe_hidden), "iterations": self.fqe_iterations, "steps": self.fqe_steps,
+                    "weight_decay": self.fqe_weight_decay, "n_refits": self.fqe_refits, "seed": seed},
         }
         return ESTIMATORS[name](**params.get(name, {}))
 

@@ -10,6 +10,13 @@ Per-decision (bandit) estimators target a different quantity — the one-step va
 logged states — which is known exactly in TrueWorld (the oracle's expected reward of every
 action on every logged state); it is reported as ``one_step_value`` so their error can be
 split into estimation error and the cost of ignoring the policy's effect on future states.
+Each estimator is also scored against *its own* target (``target_rel_error``,
+``target_coverage``: the return for sequential ones, that draw's one-step value for the others).
+
+OPE for decisions (``selection``): per draw, every estimator ranks the evaluated policies; we
+report the Spearman correlation of its estimates with the true values and its regret@1 (Fu et
+al. 2021): the true value of the best policy minus that of the policy it ranks first, divided
+by the spread (best minus worst true value), so 0 is a perfect choice and 1 the worst policy.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from agents.base import Policy, logged_action_probs
@@ -29,11 +37,13 @@ from experiments.collect import make_env_factory, rollout
 from experiments.ope.data import OPEData
 from experiments.ope.estimators import PER_DECISION, DirectMethod
 from experiments.ope.evaluate import (
+    ResponseModelRewards,
     RewardModel,
     estimate_all,
     logged_rewards,
     oracle_rewards,
 )
+from experiments.ope.fqe import FQE
 from experiments.ope.registry import EstimatorConfig
 from recsys.data.replay import LoggedData
 from recsys.data.sequences import sequences_from_logs
@@ -63,31 +73,36 @@ def ope_study(
              for name, f in tqdm(policies.items(), desc="ope: true values", disable=not progress)}
     per_draw: dict[str, list[dict[str, Interval]]] = {name: [] for name in policies}
     one_step: dict[str, list[float]] = {name: [] for name in policies}
+    fqe_fits: dict[str, list[dict[str, Any]]] = {name: [] for name in policies}
     for draw in tqdm(range(ope.draws), desc="ope: log draws", disable=not progress):
         data = sequences_from_logs(draw_logs(draw), n_actions=catalog.n_actions)
         logged = LoggedData.replay(data, catalog, probe.world.profile_schema, campaign)
         rewards = logged_rewards(campaign, catalog, data)
         q_hat = reward_model(data)
+        q_members = reward_model.members(data) if isinstance(reward_model, ResponseModelRewards) else []
         q_true = oracle_rewards(world, catalog, campaign, data)
         for name, factory in tqdm(policies.items(), desc=f"ope: draw {draw}", leave=False, disable=not progress):
             pi = logged_action_probs(factory(CampaignVectorEnv(probe.world, campaign)), logged)
             per_draw[name].append(estimate_all(logged, rewards, pi, q_hat, estimators, ope.n_bootstrap, ev.ci_level,
-                                               seed + draw))
+                                               seed + draw, q_members))
+            fqe_fits[name] += [dict(e.diagnostics) for e in estimators if isinstance(e, FQE)]
             exact = OPEData(actions=data.actions, rewards=rewards, propensities=data.propensity, mask=data.mask,
                             pi=pi, q_hat=q_true)
             one_step[name].append(float(DirectMethod().statistics(exact).mean()))
     kind_of = {e.name: e.kind for e in estimators}
-    section = {name: _policy_entry(truth[name], per_draw[name], one_step[name], kind_of, kinds.get(name, ""))
-               for name in policies}
-    return section, _summary(section, kind_of, ope.draws)
+    section = {name: _policy_entry(truth[name], per_draw[name], one_step[name], kind_of, kinds.get(name, ""),
+                                   fqe_fits[name]) for name in policies}
+    return section, {**_summary(section, kind_of, ope.draws), "selection": _selection(truth, per_draw, kind_of)}
 
 
 def _policy_entry(truth: Interval, draws: list[dict[str, Interval]], one_step: list[float],
-                  kind_of: dict[str, str], kind: str) -> dict[str, Any]:
+                  kind_of: dict[str, str], kind: str, fqe_fits: list[dict[str, Any]]) -> dict[str, Any]:
     estimators = {}
     for name in draws[0]:
         est = np.array([d[name].mean for d in draws])
+        target = np.full(len(draws), truth.mean) if kind_of[name] != PER_DECISION else np.array(one_step)
         covered = np.array([d[name].ci_low <= truth.mean <= d[name].ci_high for d in draws])
+        on_target = np.array([d[name].ci_low <= x <= d[name].ci_high for d, x in zip(draws, target, strict=True)])
         scale = abs(truth.mean) if truth.mean else 1.0
         first = draws[0][name]
         estimators[name] = {
@@ -96,10 +111,46 @@ def _policy_entry(truth: Interval, draws: list[dict[str, Interval]], one_step: l
             "bias": float(np.mean(est - truth.mean)),
             "rmse": float(np.sqrt(np.mean((est - truth.mean) ** 2))),
             "coverage": float(covered.mean()),
+            "target_rel_error": float(np.mean(np.abs(est - target) / np.maximum(np.abs(target), 1e-12))),
+            "target_coverage": float(on_target.mean()),
+            "ci_width": float(np.mean([d[name].ci_high - d[name].ci_low for d in draws])),
             "draws": len(draws),
         }
-    return {"kind": kind, "true_value": truth.mean, "true_value_ci": [truth.ci_low, truth.ci_high],
-            "one_step_value": float(np.mean(one_step)), "estimators": estimators}
+    entry = {"kind": kind, "true_value": truth.mean, "true_value_ci": [truth.ci_low, truth.ci_high],
+             "one_step_value": float(np.mean(one_step)), "estimators": estimators}
+    if fqe_fits:  # the first draw's per-iteration trace, and the final errors of every draw
+        entry["fqe_diagnostics"] = {**fqe_fits[0], "final_bellman_error_held_out": [
+            f["bellman_error_held_out"][-1] for f in fqe_fits], "final_bellman_error_train": [
+            f["bellman_error_train"][-1] for f in fqe_fits]}
+    return entry
+
+
+def _selection(truth: dict[str, Interval], per_draw: dict[str, list[dict[str, Interval]]],
+               kind_of: dict[str, str]) -> dict[str, Any]:
+    """Per estimator, over the draws: mean Spearman correlation of its estimates with the true
+    values, mean normalised regret@1 of choosing its top policy, and the first draw's choice."""
+    names = list(truth)
+    true = np.array([truth[n].mean for n in names])
+    spread = float(true.max() - true.min()) or 1.0
+    out: dict[str, Any] = {"policies": names, "best_policy": names[int(np.argmax(true))], "estimators": {}}
+    if len(names) < 3:
+        return out
+    for est in kind_of:
+        regrets, rhos, chosen = [], [], []
+        for d in range(len(per_draw[names[0]])):
+            if any(est not in per_draw[n][d] for n in names):
+                continue
+            estimates = np.array([per_draw[n][d][est].mean for n in names])
+            top = int(np.argmax(estimates))
+            regrets.append(float(true.max() - true[top]) / spread)
+            rhos.append(float(spearmanr(estimates, true).statistic))
+            chosen.append(names[top])
+        if regrets:
+            out["estimators"][est] = {"target": kind_of[est], "regret_at_1": float(np.mean(regrets)),
+                                      "spearman": float(np.mean(rhos)), "chosen_first_draw": chosen[0]}
+    sequential = [e for e, v in out["estimators"].items() if v["target"] != PER_DECISION]
+    out["best_sequential"] = max(sequential, key=lambda e: out["estimators"][e]["spearman"], default=None)
+    return out
 
 
 def _summary(section: dict[str, Any], kind_of: dict[str, str], draws: int) -> dict[str, Any]:
@@ -112,10 +163,13 @@ def _summary(section: dict[str, Any], kind_of: dict[str, str], draws: int) -> di
     for kind, names in kinds.items():
         table = {}
         for est in kind_of:
-            errors = [section[n]["estimators"][est]["rel_error"] for n in names if est in section[n]["estimators"]]
-            cover = [section[n]["estimators"][est]["coverage"] for n in names if est in section[n]["estimators"]]
-            if errors:
-                table[est] = {"median_rel_error": float(np.median(errors)), "coverage": float(np.mean(cover))}
+            rows = [section[n]["estimators"][est] for n in names if est in section[n]["estimators"]]
+            if rows:
+                table[est] = {"median_rel_error": float(np.median([r["rel_error"] for r in rows])),
+                              "coverage": float(np.mean([r["coverage"] for r in rows])),
+                              "target": kind_of[est],
+                              "target_median_rel_error": float(np.median([r["target_rel_error"] for r in rows])),
+                              "target_coverage": float(np.mean([r["target_coverage"] for r in rows]))}
         best = min(table, key=lambda e: table[e]["median_rel_error"]) if table else None
         out["by_kind"][kind] = {"policies": names, "estimators": table, "best": best,
                                 "best_per_decision": min((e for e in table if kind_of[e] == PER_DECISION),

@@ -45,6 +45,10 @@ def write_aggregate_report(summary: Mapping[str, Any], sweep_dir: Path) -> None:
                                   f"mean [{pct} CI over seeds].", f"tab:objectives_{i}",
                                   spans=[(f"reward = {o}", len(win_metrics(comparison)))
                                          for o in comparison["objectives"]]))
+    for g in summary["groups"]:
+        if g.get("claims"):
+            sections.append((f"{g['label']}: simulator-trained agents vs the best recommender, across seeds",
+                             claims_md(g["claims"], pct)))
     for i, g in enumerate(summary["groups"]):
         for world, w in g["worlds"].items():
             keys = {**g["overrides"], "objective": g["objective"], "world": world}
@@ -66,6 +70,30 @@ def write_aggregate_report(summary: Mapping[str, Any], sweep_dir: Path) -> None:
     write_csv(sweep_dir / "aggregate.csv", rows)
     write_latex(sweep_dir / "aggregate.tex", tables)
     write_report(sweep_dir, sections, f"campaign-gym sweep: {Path(summary['sweep_dir']).name}", stem="aggregate")
+
+
+def claims_md(claims: Mapping[str, Any], level: str) -> str:
+    """One row per simulator-trained agent: the sweep's answer to "does it beat the recommender"."""
+    def cell(row: Mapping[str, Any], key: str, fmt: str = "") -> str:
+        iv = row.get(key)
+        if not iv or iv.get("mean") is None:
+            return "–"
+        if fmt == "pct":
+            return (f"{iv['mean']:+.0%}" + (f" [{iv['ci_low']:+.0%}, {iv['ci_high']:+.0%}]"
+                                            if iv.get("ci_low") is not None else ""))
+        return interval(iv, sign=key != "true_profit")
+
+    order = sorted(claims, key=lambda a: -(claims[a]["true_profit"]["mean"] or 0.0))
+    rows = [(f"`{a}`", cell(claims[a], "true_profit"), cell(claims[a], "minus_best_recommender"),
+             cell(claims[a], "probability_of_improvement").lstrip("+"), cell(claims[a], "overrating", "pct"),
+             cell(claims[a], "gap_to_true_trained"), str(claims[a]["true_profit"]["n_seeds"])) for a in order]
+    return (table(("agent", "TrueWorld profit", "− best recommender", "P(agent > best rec.)", "overrating",
+                   "ppo_true − agent", "seeds"), rows)
+            + f"\n\nMean [{level} Student-t interval over seeds]; each seed refits logs, simulator and agents. "
+            "The best recommender is the best supervised recommender of each seed (TrueWorld profit, same users). "
+            "P(agent > best rec.): the probability that a seed of the agent beats a seed of the recommender "
+            "(rliable's probability of improvement; interval from resampling seeds). Overrating: the value in "
+            "the world the agent trained in / its true value − 1.")
 
 
 def _sweep_section(summary: Mapping[str, Any]) -> Section:

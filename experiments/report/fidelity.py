@@ -80,7 +80,10 @@ def fidelity_markdown(f: dict[str, Any], truth_known: bool) -> str:
         lines.append(f"| {name} | {num(tv)} (TV) | |")
     for name, ks in p["marginal_ks"].items():
         lines.append(f"| {name} | {num(ks)} (KS) | {num(p['marginal_wasserstein'][name])} |")
-    lines += ["", "![marginals](marginals.png)", "", "## Fixed policies in both worlds (paired users)", "",
+    lines += ["", "![marginals](marginals.png)", ""]
+    if f["policies"] is None:  # own logs: no TrueWorld to compare with (experiments.own_logs reports instead)
+        return "\n".join(lines)
+    lines += ["## Fixed policies in both worlds (paired users)", "",
               "| policy | true return | learned return | rel. error CTR | rel. error CVR | rel. error return |",
               "|---|---|---|---|---|---|"]
     w = f["policies"]

@@ -32,6 +32,8 @@ def decimals(x: float, digits: int = DIGITS) -> int:
     if not is_number(x) or x == 0:
         return 0
     rounded = float(f"{abs(x):.{digits}g}")  # 9.996 -> 10.0: count the digits of the rounded value
+    if not math.isfinite(rounded):  # ~1.8e308 rounds up to inf
+        return 0
     return max(0, digits - 1 - math.floor(math.log10(rounded)))
 
 

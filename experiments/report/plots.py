@@ -247,3 +247,25 @@ def plot_marginals(real: Profiles, synthetic: Profiles, path: Path, baseline: Pr
     fig.tight_layout()
     save_figure(fig, path)
     return Path(path)
+
+
+def plot_sim_vs_true(points: Mapping[str, tuple[float, float]], path: Path, highlight: Collection[str] = (),
+                     title: str = "") -> None:
+    """Learned-world vs TrueWorld value, one point per policy (``points[name] = (true, learned)``);
+    the diagonal is perfect fidelity, points above it are overrated by the simulator.
+    ``highlight`` (the simulator-trained agents) in orange."""
+    fig, ax = plt.subplots(figsize=(6.4, 6.0))
+    xs, ys = [p[0] for p in points.values()], [p[1] for p in points.values()]
+    lo, hi = min(xs + ys), max(xs + ys)
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="gray", lw=1, ls="--", label="perfect fidelity")
+    for name, (x, y) in points.items():
+        agent = name in highlight
+        ax.scatter([x], [y], color="tab:orange" if agent else "tab:blue", s=40 if agent else 25, zorder=3)
+        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("TrueWorld return per user")
+    ax.set_ylabel("learned-world return per user (the world each agent trained in)")
+    ax.set_title(title or "Simulator vs truth: above the diagonal = overrated")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    save_figure(fig, path)

@@ -26,6 +26,7 @@ from experiments.report.markdown import (
     value,
 )
 from experiments.report.ope import ope_markdown
+from experiments.report.pessimism import SCATTER, pessimism_md, plot_pessimism
 from experiments.report.plots import Curves, plot_learning_curves, plot_ope, plot_policy_metrics
 from experiments.report.tables import TABLES_LINK, markdown_table, policy_columns, write_policy_tables
 
@@ -47,6 +48,8 @@ def write_run_report(out: Path, results: Mapping[str, Any], curves: Curves) -> N
                             f"{world} world, {ev['n_users']} paired users, {level} CI", agents=agents)
     if results["ope"]:
         plot_ope(results["ope"], out / "ope.png")
+    if results.get("pessimism", {}).get("agents"):
+        plot_pessimism(results, out / SCATTER)
     has_curves = plot_learning_curves(curves, out / "learning_curves.png", agents)
     write_report(out, run_sections(results, has_curves), f"campaign-gym run: {exp['name']}, seed {exp['seed']}")
 
@@ -139,8 +142,13 @@ def _ope_bullet(validation: Mapping[str, Any]) -> str:
         e = row["estimators"][row["best"]]
         cover = f", coverage {pct(e['coverage'])}" if draws > 1 else ""
         per_kind.append(f"{kind}: `{row['best']}` ({pct(e['median_rel_error'])} median error{cover})")
+    pick = validation.get("selection", {})
+    best = pick.get("best_sequential")
+    choice = "" if not best else (f" Choosing a policy by `{best}` (the return estimator that ranks best): "
+                                  f"Spearman {num(pick['estimators'][best]['spearman'])} with the true values, "
+                                  f"regret@1 {num(pick['estimators'][best]['regret_at_1'])}.")
     return (f"**OPE estimator to trust** (from logs alone, against the true values; {draws} draw(s)): "
-            + "; ".join(per_kind) + ".")
+            + "; ".join(per_kind) + "." + choice)
 
 
 def policy_md(results: Mapping[str, Any], world: str) -> str:
@@ -231,6 +239,8 @@ def run_sections(results: Mapping[str, Any], has_curves: bool) -> list[Section]:
                  diff_md(worlds["true"]["paired_differences"], results["config"]["experiment"]["agents"])
                  + f"\n\n{ORACLE_NOTE}"),
                 ("Sim to real: every policy in both worlds (return per user)", sim_to_real_md(results)),
+                *([("Pessimism: what each simulator-trained agent learned in which world", pessimism_md(results))]
+                  if results.get("pessimism", {}).get("agents") else []),
                 ("Policies in the learned world", policy_md(results, "learned")
                  + "\n\n![policy metrics](policy_metrics_learned.png)"),
                 ("Learned simulator against its targets (details in fidelity.md)", targets_md(results["simulator"])),

@@ -55,6 +55,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from envs.world import Catalog
+from recsys.data.behaviour import step_popularity
 from recsys.data.schema import CAT_PREFIX, NUM_PREFIX, validate_logs, with_metadata
 
 SOURCE = "movielens_100k"
@@ -129,15 +130,9 @@ def item_categories(genres: list[str], n_categories: int | None) -> tuple[np.nda
 
 def estimate_propensities(step: np.ndarray, action: np.ndarray, n_actions: int,
                           prior_strength: float = 100.0) -> np.ndarray:
-    """p(logged action | step) under the per-step popularity model of the module docstring."""
-    if not prior_strength >= 0:
-        raise ValueError(f"prior_strength: expected a number >= 0, got {prior_strength!r}")
-    overall = np.bincount(action, minlength=n_actions) / len(action)
-    pair = step.astype(np.int64) * n_actions + action
-    _, inverse, n_pair = np.unique(pair, return_inverse=True, return_counts=True)
-    n_step = np.bincount(step)
-    p = (n_pair[inverse] + prior_strength * overall[action]) / (n_step[step] + prior_strength)
-    return np.clip(p, np.finfo(np.float64).tiny, 1.0)
+    """p(logged action | step) under the per-step popularity model (``recsys.data.behaviour``)."""
+    table = step_popularity(step, action, n_actions, prior_strength)
+    return np.clip(table[step, action], np.finfo(np.float64).tiny, 1.0)
 
 
 def _first_genre(genre_list: str | None) -> str:

@@ -32,18 +32,18 @@ parameters, plain JSON) and ``metrics.json``.
 Modules: ``config`` (UserGANConfig), ``encoding`` (ProfileEncoder, Span, the quantile and mode
 transforms), ``networks`` (Generator, Critic, Gumbel picks, gradient penalty), ``keys`` (user
 keys and rng streams), ``model`` (UserGAN: sampling by key, calibration, save/load), ``fit``
-(fit_user_gan) and ``marginals`` (IndependentMarginalsSampler, the baseline).
+(fit_user_gan) and ``marginals`` (IndependentMarginalsSampler, the baseline; ResampledProfiles, the logged users).
 """
 
 from recsys.simulator.user_gan.config import TRANSFORMS, UserGANConfig
 from recsys.simulator.user_gan.encoding import ProfileEncoder, Span
 from recsys.simulator.user_gan.fit import fit_user_gan
 from recsys.simulator.user_gan.keys import sample_keys_for
-from recsys.simulator.user_gan.marginals import IndependentMarginalsSampler
+from recsys.simulator.user_gan.marginals import IndependentMarginalsSampler, ResampledProfiles
 from recsys.simulator.user_gan.model import UserGAN
 from recsys.simulator.user_gan.networks import Critic, Generator
 
 __all__ = [
-    "TRANSFORMS", "Critic", "Generator", "IndependentMarginalsSampler", "ProfileEncoder", "Span", "UserGAN",
+    "TRANSFORMS", "Critic", "Generator", "IndependentMarginalsSampler", "ProfileEncoder", "ResampledProfiles", "Span", "UserGAN",
     "UserGANConfig", "fit_user_gan", "sample_keys_for",
 ]

@@ -10,6 +10,7 @@ from envs import rng
 STREAM_LATENT = 0x47414E5A  # "GANZ": latent noise of sample_keys
 STREAM_GUMBEL = 0x47414E47  # "GANG": Gumbel noise of the one-hot blocks
 STREAM_MARGINAL = 0x4D415247  # "MARG": IndependentMarginalsSampler draws
+STREAM_RESAMPLE = 0x52534D50  # "RSMP": ResampledProfiles draws
 STREAM_CALIBRATION = 0xCA1B  # user keys of the calibration sample
 
 

@@ -1,0 +1,90 @@
+"""The sim-to-real claims of a sweep, across training seeds (``aggregate.json`` -> ``claims``).
+
+A claim about a training algorithm needs several seeds: each seed refits the logs, the
+simulator and every agent, and the spread between seeds is larger than any CI over users
+(docs/experiments.md). Per simulator-trained agent and group of runs:
+
+- TrueWorld profit per user: the mean over seeds with a Student-t interval;
+- ``minus_best_recommender``: its profit minus that of the seed's best supervised recommender
+  (on the same users, so the difference of means is the mean paired difference), t-interval;
+- ``probability_of_improvement``: P(X > Y) for X the agent's and Y the best recommender's
+  per-seed profit, over all pairs of seeds (ties count 1/2; Agarwal et al. 2021, rliable),
+  with a percentile interval from resampling the seeds of X and of Y independently;
+- ``overrating``: the learned-world value (in the world it trained in) / true value − 1;
+- ``gap_to_true_trained``: ``ppo_true`` (the same algorithm trained in TrueWorld) minus it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from recsys.stats import t_interval
+
+N_BOOTSTRAP = 2000
+
+
+def _interval(values: Sequence[float], level: float) -> dict[str, Any]:
+    x = np.asarray(values, dtype=np.float64)
+    iv = t_interval(x, level) if len(x) >= 2 else None
+    return {"mean": float(x.mean()) if len(x) else None, "ci_low": iv and iv.ci_low, "ci_high": iv and iv.ci_high,
+            "n_seeds": len(x), "values": [float(v) for v in x]}
+
+
+def probability_of_improvement(x: Sequence[float], y: Sequence[float], level: float, seed: int = 0) -> dict[str, Any]:
+    """P(X > Y) over all (seed of X, seed of Y) pairs, with a bootstrap interval over seeds."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+    def p(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # last axis: seeds
+        gt = (a[..., :, None] > b[..., None, :]).mean(axis=(-1, -2))
+        eq = (a[..., :, None] == b[..., None, :]).mean(axis=(-1, -2))
+        return gt + 0.5 * eq
+
+    g = np.random.default_rng(seed)
+    boots = p(x[g.integers(0, len(x), (N_BOOTSTRAP, len(x)))], y[g.integers(0, len(y), (N_BOOTSTRAP, len(y)))])
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) if len(x) >= 2 else (None, None)
+    return {"mean": float(p(x, y)), "ci_low": lo and float(lo), "ci_high": hi and float(hi), "n_seeds": len(x)}
+
+
+def _sim_trained(result: Mapping[str, Any]) -> list[str]:
+    cfg = result["config"]
+    return [a for a in cfg["experiment"]["agents"] if str(cfg["agents"][a]["train_world"]).lower() == "learned"]
+
+
+def _own_world_return(result: Mapping[str, Any], agent: str) -> float | None:
+    rows = (result.get("pessimism") or {}).get("agents") or {}
+    if agent in rows:
+        return rows[agent]["own_world_return"]["mean"]
+    learned = result["worlds"].get("learned", {}).get("policies", {})
+    return learned[agent]["return"]["mean"] if agent in learned else None
+
+
+def agent_claims(results: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any]:
+    """Per simulator-trained agent of these runs (the seeds of one group): see the module docstring."""
+    agents = list(dict.fromkeys(a for r in results for a in _sim_trained(r)))
+    out: dict[str, Any] = {}
+    for agent in agents:
+        runs = [r for r in results if agent in r["worlds"]["true"]["policies"]]
+        profit, best, gap, over = [], [], [], []
+        for r in runs:
+            true = r["worlds"]["true"]["policies"]
+            recommenders = [n for n in r["recommenders"]["offline_metrics"] if n in true]
+            profit.append(true[agent]["profit"]["mean"])
+            if recommenders:
+                best.append(max(true[n]["profit"]["mean"] for n in recommenders))
+            if "ppo_true" in true:
+                gap.append(true["ppo_true"]["profit"]["mean"] - profit[-1])
+            learned, t = _own_world_return(r, agent), true[agent]["return"]["mean"]
+            if learned is not None and t:
+                over.append(learned / t - 1.0)
+        row: dict[str, Any] = {"true_profit": _interval(profit, level), "overrating": _interval(over, level)}
+        if len(best) == len(profit):
+            row["best_recommender_profit"] = _interval(best, level)
+            row["minus_best_recommender"] = _interval(np.subtract(profit, best), level)
+            row["probability_of_improvement"] = probability_of_improvement(profit, best, level)
+        if len(gap) == len(profit):
+            row["gap_to_true_trained"] = _interval(gap, level)
+        out[agent] = row
+    return out
