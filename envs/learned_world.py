@@ -169,7 +169,8 @@ class LearnedWorld:
                     logits = members[self._member, torch.arange(len(a))]
                 else:
                     logits = self.model.mean_logits(members)
-                self._member_probs = (np.array(actions, copy=True), torch.sigmoid(members).double().numpy())
+                if self.pessimism.shapes_steps:  # pessimism_step reads them this step
+                    self._member_probs = (np.array(actions, copy=True), torch.sigmoid(members).double().numpy())
             else:
                 logits = self.model.step_logits(self._u, self._state, a)
             p = torch.sigmoid(logits).double().numpy()

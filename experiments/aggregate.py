@@ -57,15 +57,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from scipy.stats import t as student_t
 from tqdm import tqdm
 
-from experiments.claims import agent_claims
+from experiments.claims import agent_claims, seed_interval
 from experiments.report.aggregate import write_aggregate_report
 from recsys.artifacts import atomic_write_json, atomic_write_text
-from recsys.stats import t_interval
 
 FAILED_MARKER = "FAILED.txt"
 SEED_KEYS = ("experiment.seed",)
@@ -244,14 +242,6 @@ def across_seeds(results: Sequence[Mapping[str, Any]], level: float) -> dict[str
     taus = [r["sim_to_real"]["kendall_tau"] for r in results if r.get("sim_to_real")]
     return {"worlds": worlds, "sim_to_real": {"kendall_tau": seed_interval(taus, level) if taus else None},
             "claims": agent_claims([r for r in results if "recommenders" in r], level)}
-
-
-def seed_interval(values: Sequence[float | None], level: float) -> dict[str, Any]:
-    clean = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    iv = t_interval(clean, level)
-    mean = float(np.nanmean(clean)) if np.isfinite(clean).any() else None
-    return {"mean": mean, "ci_low": iv and iv.ci_low, "ci_high": iv and iv.ci_high,
-            "n_seeds": int(np.isfinite(clean).sum()), "values": [None if v is None else float(v) for v in values]}
 
 
 def reward_comparisons(groups: Sequence[Group], stats: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

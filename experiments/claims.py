@@ -26,11 +26,14 @@ from recsys.stats import t_interval
 N_BOOTSTRAP = 2000
 
 
-def _interval(values: Sequence[float], level: float) -> dict[str, Any]:
-    x = np.asarray(values, dtype=np.float64)
-    iv = t_interval(x, level) if len(x) >= 2 else None
-    return {"mean": float(x.mean()) if len(x) else None, "ci_low": iv and iv.ci_low, "ci_high": iv and iv.ci_high,
-            "n_seeds": len(x), "values": [float(v) for v in x]}
+def seed_interval(values: Sequence[float | None], level: float) -> dict[str, Any]:
+    """Mean over seeds with a Student-t interval (None with fewer than 2 seeds), the number of
+    seeds and the per-seed values; the across-seed cell of every aggregate table."""
+    clean = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    iv = t_interval(clean, level)
+    mean = float(np.nanmean(clean)) if np.isfinite(clean).any() else None
+    return {"mean": mean, "ci_low": iv and iv.ci_low, "ci_high": iv and iv.ci_high,
+            "n_seeds": int(np.isfinite(clean).sum()), "values": [None if v is None else float(v) for v in values]}
 
 
 def probability_of_improvement(x: Sequence[float], y: Sequence[float], level: float, seed: int = 0) -> dict[str, Any]:
@@ -79,12 +82,12 @@ def agent_claims(results: Sequence[Mapping[str, Any]], level: float) -> dict[str
             learned, t = _own_world_return(r, agent), true[agent]["return"]["mean"]
             if learned is not None and t:
                 over.append(learned / t - 1.0)
-        row: dict[str, Any] = {"true_profit": _interval(profit, level), "overrating": _interval(over, level)}
+        row: dict[str, Any] = {"true_profit": seed_interval(profit, level), "overrating": seed_interval(over, level)}
         if len(best) == len(profit):
-            row["best_recommender_profit"] = _interval(best, level)
-            row["minus_best_recommender"] = _interval(np.subtract(profit, best), level)
+            row["best_recommender_profit"] = seed_interval(best, level)
+            row["minus_best_recommender"] = seed_interval(np.subtract(profit, best), level)
             row["probability_of_improvement"] = probability_of_improvement(profit, best, level)
         if len(gap) == len(profit):
-            row["gap_to_true_trained"] = _interval(gap, level)
+            row["gap_to_true_trained"] = seed_interval(gap, level)
         out[agent] = row
     return out
