@@ -30,7 +30,7 @@ class TrainSettings(Protocol):
     lr: float
     weight_decay: float
     patience: int  # epochs without validation improvement before stopping
-    max_seconds: float  # wall-clock budget; training stops after the epoch that exceeds it
+    max_seconds: float | None  # optional wall-clock cap (None: the epoch budget alone decides)
     seed: int  # of the mini-batch shuffling
 
 
@@ -68,7 +68,7 @@ def fit_early_stopping(
     """Adam on shuffled mini-batches of the first dimension of ``train``; after every epoch
     ``validation_loss(module)`` (called in eval mode, without gradients) decides whether the
     weights are the best so far. Stops after ``settings.patience`` epochs without improvement
-    or when ``settings.max_seconds`` is exceeded, restores the best weights and leaves the
+    or when ``settings.max_seconds`` (if set) is exceeded, restores the best weights and leaves the
     module in eval mode. Returns the best validation loss.
 
     ``loss(module, batch)`` is the mean training loss of one mini-batch; ``clip_grad_norm``
@@ -98,7 +98,8 @@ def fit_early_stopping(
         if on_epoch is not None:
             on_epoch(epoch, running / max(steps, 1), val)
         bad = 0 if best.offer(module, val) else bad + 1
-        if bad >= settings.patience or time.perf_counter() - start > settings.max_seconds:
+        over_time = settings.max_seconds is not None and time.perf_counter() - start > settings.max_seconds
+        if bad >= settings.patience or over_time:
             break
     best.restore(module)
     module.eval()

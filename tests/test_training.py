@@ -20,7 +20,7 @@ class _Settings:
     lr: float = 0.1
     weight_decay: float = 0.0
     patience: int = 3
-    max_seconds: float = 60.0
+    max_seconds: float | None = None
     seed: int = 0
 
 
@@ -50,6 +50,18 @@ def test_early_stopping_restores_the_best_validation_weights() -> None:
     assert best == min(vals)
     assert float(module.w.detach()) == seen[i][3] != seen[-1][3]  # the best epoch's weights, not the last ones
     assert not module.training
+
+
+@pytest.mark.parametrize(("max_seconds", "epochs_run"), [(None, 60), (1e-9, 1)])
+def test_the_wall_clock_cap_is_optional(max_seconds: float | None, epochs_run: int) -> None:
+    """Without a cap (the default) the epoch budget alone decides, however slow the machine;
+    a cap stops after the epoch that exceeds it."""
+    seen: list[int] = []
+    fit_early_stopping(_Scalar(), lambda m, b: (m.w - 2.0) ** 2 + 0.0 * b["x"].sum(), {"x": torch.zeros(8)},
+                       lambda m: -float(len(seen)),  # always improving: patience never stops it
+                       _Settings(max_seconds=max_seconds), "test", progress=False,
+                       on_epoch=lambda e, tr, va: seen.append(e))
+    assert len(seen) == epochs_run
 
 
 def test_best_weights_needs_a_real_improvement() -> None:

@@ -77,14 +77,15 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-5
     patience: int = 3  # epochs without validation improvement before stopping
-    max_seconds: float = 300.0
+    max_seconds: float | None = None  # optional wall-clock cap; None: epochs and patience decide
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
             require(self, name, getattr(self, name) >= 1, ">= 1")
-        for name in ("lr", "max_seconds"):
-            require(self, name, math.isfinite(getattr(self, name)) and getattr(self, name) > 0, "> 0")
+        require(self, "lr", math.isfinite(self.lr) and self.lr > 0, "> 0")
+        if self.max_seconds is not None:
+            require(self, "max_seconds", math.isfinite(self.max_seconds) and self.max_seconds > 0, "> 0 or null")
         require(self, "weight_decay", self.weight_decay >= 0, ">= 0")
 
 

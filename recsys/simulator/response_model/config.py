@@ -4,6 +4,7 @@ was trained on (``DataSpec``)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,9 @@ class ResponseModelConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-5
     patience: int = 4  # epochs without validation improvement before stopping
-    max_seconds: float = 600.0
+    # optional wall-clock cap per member; None (default): epochs and patience alone decide, so the
+    # same seed gives the same model however loaded the machine is
+    max_seconds: float | None = None
     calibrate: bool = True
     seed: int = 0
     # 1: one model (as always); K > 1: an EnsembleResponseModel of K members, member k fitted
@@ -44,8 +47,10 @@ class ResponseModelConfig:
         for name in ("embed_dim", "hidden_dim", "epochs", "batch_size", "patience", "ensemble_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"response_model.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.max_seconds <= 0:
-            raise ValueError("response_model.lr and response_model.max_seconds: must be > 0")
+        if self.lr <= 0:
+            raise ValueError(f"response_model.lr: must be > 0, got {self.lr}")
+        if self.max_seconds is not None and not (math.isfinite(self.max_seconds) and self.max_seconds > 0):
+            raise ValueError(f"response_model.max_seconds: must be > 0 or null, got {self.max_seconds}")
 
 
 @dataclass

@@ -33,7 +33,7 @@ class UserGANConfig:
     calibrate: bool = True  # post-hoc marginal calibration (UserGAN.calibrate_marginals)
     calibration_samples: int = 20_000
     seed: int = 0
-    max_seconds: float | None = 180.0  # wall-clock budget; training stops when exceeded
+    max_seconds: float | None = None  # optional wall-clock cap; None: ``steps`` alone decides
     log_every: int = 50  # steps between TensorBoard scalars and callback calls
 
     def __post_init__(self) -> None:
