@@ -2,7 +2,9 @@
 
 The parts of a step are timed by wrapping the functions the step calls (``PARTS``), with
 *exclusive* times (a part called inside another is charged to itself only); whatever the
-wrapped parts do not cover (the observation update, termination, info) is ``rest of step``.
+wrapped parts do not cover (the info dict, the copies of the observation, the Python between
+the calls) is ``rest of step``. The step is a few fused numba kernels (``envs.kernels``); each
+is timed through the env or world method that calls it.
 Used by ``benchmarks.throughput`` (``step_breakdown`` in its JSON).
 """
 
@@ -11,28 +13,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 import envs.vector_env as vector_env
 
-# (label, owner, attribute): owner "env", "world", "campaign" or "module" (envs.vector_env); an
-# attribute the current code does not have is skipped. A part's time includes its Python call.
+# (label, owner, attribute): owner "env", "world" or "kernels" (envs.kernels, as the env and TrueWorld
+# call it); an attribute the current code does not have is skipped. A part's time includes its Python
+# call. The step's own kernels (envs.kernels, numba) are timed through the env methods that call them;
+# TrueWorld's kernels through its World methods.
 PARTS = (
     ("world: response probabilities", "world", "response_probs"),
     ("world: advance hidden state", "world", "advance"),
     ("autoreset: new users and their observation", "env", "_reset_slots"),
     ("rules: action checks and masks", "env", "_check_actions"),
-    ("rules: action checks and masks", "env", "_allowed"),
-    ("rules: outcome draws (counter-based uniforms)", "rng", "uniform"),
-    ("rules: money and reward", "module", "outcome_money"),
-    ("rules: money and reward", "campaign", "reward_of"),
-    ("observation update", "env", "_observe"),
-    ("fused kernel (probabilities, draws, rules, observation, advance)", "world", "step_users"),
+    ("rules: action checks and masks", "env", "_prepare"),
+    ("rules: outcome draws, money, reward, observation update, termination", "env", "_apply_rules"),
 )
-REST = "rest of step (observation update, termination, info)"
+REST = "rest of step (info, observation copies, Python glue)"
 
 
 class _Timers:
@@ -59,8 +58,7 @@ class _Timers:
 
 @contextmanager
 def _instrumented(env: vector_env.CampaignVectorEnv, timers: _Timers) -> Iterator[None]:
-    rng_proxy = SimpleNamespace(**{k: v for k, v in vars(vector_env.rng).items() if not k.startswith("__")})
-    owners = {"env": env, "world": env.world, "campaign": env.campaign, "module": vector_env, "rng": rng_proxy}
+    owners = {"env": env, "world": env.world}
     patched: list[tuple[Any, str, Any, bool]] = []
     for label, owner_name, attr in PARTS:
         owner = owners[owner_name]
@@ -69,14 +67,11 @@ def _instrumented(env: vector_env.CampaignVectorEnv, timers: _Timers) -> Iterato
         own = attr in vars(owner) if hasattr(owner, "__dict__") else False
         patched.append((owner, attr, getattr(owner, attr), own))
         setattr(owner, attr, timers.wrap(label, getattr(owner, attr)))
-    module_rng = vector_env.rng
-    vector_env.rng = rng_proxy  # only the env's own calls of rng are timed, not the world's
     try:
         yield
     finally:
-        vector_env.rng = module_rng
         for owner, attr, original, own in reversed(patched):
-            if own or owner is vector_env or owner is rng_proxy:
+            if own:
                 setattr(owner, attr, original)
             else:
                 delattr(owner, attr)  # a bound method shadowed on the instance: unshadow it

@@ -49,11 +49,11 @@ class CampaignEnv(gym.Env):
         return obs[0], {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if not np.isscalar(action) and np.shape(action) not in ((), (1,)):
+        if type(action) is not int and not np.isscalar(action) and np.shape(action) not in ((), (1,)):
             raise ValueError(f"action: expected a single integer, got shape {np.shape(action)}")
-        obs, reward, terminated, truncated, info = self.core.step(np.reshape(action, (1,)))
-        info = {k: v[0].item() for k, v in info.items() if not k.startswith("_")}
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+        obs, reward, terminated, truncated, info = self.core.step(np.asarray(action).reshape(1))
+        info = {k: v.item() for k, v in info.items() if k[0] != "_"}  # one-element arrays: .item() is the value
+        return obs[0], reward.item(), terminated.item(), truncated.item(), info
 
     def action_masks(self) -> np.ndarray:
         """(n_actions,) bool for sb3-contrib's MaskablePPO."""

@@ -17,11 +17,11 @@ oracle, the same with each user's latent replaced by its segment's mean latent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from envs import rng
+from envs import kernels, rng
 from envs.checks import check_field_types, require
 from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs
 
@@ -93,6 +93,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _checked_profiles(categorical: np.ndarray, numeric: np.ndarray) -> Profiles:
+    """``Profiles(categorical, numeric)`` without its input checks, for arrays the draw kernels
+    built (int64 codes below each cardinality, finite float64): the checks cost ~10 us, as much
+    as drawing the user, on every reset of a one-user env."""
+    profiles = object.__new__(Profiles)
+    for f in fields(Profiles):
+        object.__setattr__(profiles, f.name, None)
+    object.__setattr__(profiles, "categorical", categorical)
+    object.__setattr__(profiles, "numeric", numeric)
+    return profiles
+
+
 class TrueWorld:
     """Ground-truth world; implements the ``World`` protocol."""
 
@@ -119,63 +131,72 @@ class TrueWorld:
             discount=value * self.incentive,
             contact_cost=cfg.contact_cost,
         )
+        # --- kernel parameters (envs.kernels: W_*, T_*) -------------------------------------
+        self._fparams = np.array([
+            cfg.click_base, cfg.click_affinity, cfg.fatigue_offer, cfg.fatigue_category, cfg.fatigue_decay,
+            cfg.conv_base, cfg.conv_interest, cfg.conv_affinity, cfg.conv_incentive, cfg.interest_gain,
+            cfg.interest_click_gain, cfg.interest_decay, 1.0 - cfg.satiation, cfg.churn_base, cfg.churn_rest,
+            cfg.churn_annoyance, cfg.annoy_send, cfg.annoy_irrelevant, cfg.annoy_repeat, cfg.annoy_decay,
+            cfg.churn_annoyance * cfg.annoy_decay, np.sqrt(d), cfg.within_segment_sd,
+            *self.incentive, *self.offer_bias], dtype=np.float64)
+        self._iparams = np.array([a, c, d, *category], dtype=np.int64)
         self.profile_schema = ProfileSchema(
             categorical={"region": _REGIONS, "device": _DEVICES},
             numeric={"age": (0.0, 1.0), "tenure_months": (0.0, 1.0), "activity": (0.0, 1.0)},
         )
-        sample = self._draw(rng.seed_key(np.arange(_SCHEMA_SAMPLE) + cfg.seed * 7919 + 1))
+        sample = self._draw(rng.seed_key(np.arange(_SCHEMA_SAMPLE) + cfg.seed * 7919 + 1))[-1]
         self.profile_schema = ProfileSchema(
             categorical=self.profile_schema.categorical,
             numeric={
-                name: (float(sample[3].numeric[:, j].mean()), float(sample[3].numeric[:, j].std()))
+                name: (float(sample.numeric[:, j].mean()), float(sample.numeric[:, j].std()))
                 for j, name in enumerate(self.profile_schema.numeric)
             },
         )
         # --- per-user state ----------------------------------------------------------------
+        # what the step kernels read and write sits in one array (one kernel argument); the
+        # named attributes are views of its columns
         self.segment = np.zeros(n_users, dtype=np.int64)
         self.latent = np.zeros((n_users, d))
-        self.affinity = np.zeros((n_users, a))
         self.segment_affinity = np.zeros((n_users, a))
-        self.offer_fatigue = np.zeros((n_users, a))
-        self.category_fatigue = np.zeros((n_users, c))
-        self.interest = np.zeros(n_users)
-        self.annoyance = np.zeros(n_users)
+        self._state = np.zeros((n_users, 2 * a + c + 2))
+        self.affinity = self._state[:, :a]
+        self.offer_fatigue = self._state[:, a:2 * a]
+        self.category_fatigue = self._state[:, 2 * a:2 * a + c]
+        self.interest = self._state[:, 2 * a + c]
+        self.annoyance = self._state[:, 2 * a + c + 1]
 
     # ------------------------------------------------------------------ users
-    def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Profiles]:
+    def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Profiles]:
+        """(segment, latent, affinity, segment affinity, profiles) of the users of ``keys``.
+
+        Kernels draw and combine; ``np.log``, ``np.exp`` and the matrix products stay numpy's
+        (see ``envs.kernels``), each one call on the whole batch, in the shapes they always had."""
         cfg = self.config
-        n = len(keys)
-        seg = rng.categorical(keys, np.broadcast_to(self.segment_weights, (n, cfg.n_segments)), 1)
-        dims = np.arange(cfg.latent_dim)[None, :]
-        latent = self.segment_means[seg] + cfg.within_segment_sd * rng.normal(keys[:, None], 2, dims)
-        region = rng.categorical(keys, self.region_probs[seg], 3)
-        device_logits = latent @ self.device_weights
-        device_p = np.exp(device_logits - device_logits.max(axis=1, keepdims=True))
-        device = rng.categorical(keys, device_p / device_p.sum(axis=1, keepdims=True), 4)
-        noise = rng.normal(keys[:, None], 5, np.arange(3)[None, :])
-        age = 40.0 + 6.0 * latent[:, 0] + 8.0 * noise[:, 0]
-        tenure = np.exp(2.5 + 0.3 * latent[:, 1] + 0.6 * noise[:, 1])
-        # multimodal: each segment has its own typical activity level
-        activity = self.segment_activity[seg] + 0.5 * latent[:, 2] + 0.6 * noise[:, 2]
-        profiles = Profiles(
-            categorical=np.stack([region, device], axis=1).astype(np.int64),
-            numeric=np.stack([age, tenure, activity], axis=1),
-        )
-        return seg, latent, self._affinity(latent), profiles
+        n, d = len(keys), cfg.latent_dim
+        seg, region = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        u1, u2 = np.empty((n, d + 3)), np.empty((n, d + 3))
+        kernels.true_draw_uniforms(keys, self.segment_weights, self.region_probs, d, seg, region, u1, u2)
+        np.log(u1, out=u1)
+        latent, noise, segment_latent = np.empty((n, d)), np.empty((n, 3)), np.empty((n, d))
+        kernels.true_draw_normals(u1, u2, seg, self.segment_means, cfg.within_segment_sd, latent, noise,
+                                  segment_latent)
+        exps = np.empty((n, _DEVICES + 1))
+        kernels.true_exp_args(latent @ self.device_weights, latent, noise, exps)
+        np.exp(exps, out=exps)
+        categorical, numeric = np.empty((n, 2), dtype=np.int64), np.empty((n, 3))
+        affinity = latent @ self.offer_embedding.T
+        segment_affinity = segment_latent @ self.offer_embedding.T
+        kernels.true_profiles(keys, exps, latent, noise, seg, region, self.segment_activity, affinity,
+                              segment_affinity, self._fparams, self._iparams, categorical, numeric)
+        return seg, latent, affinity, segment_affinity, _checked_profiles(categorical, numeric)
 
     def _affinity(self, latent: np.ndarray) -> np.ndarray:
         return latent @ self.offer_embedding.T / np.sqrt(self.config.latent_dim) + self.offer_bias
 
     def reset_users(self, slots: np.ndarray, keys: np.ndarray) -> Profiles:
-        seg, latent, affinity, profiles = self._draw(np.asarray(keys, dtype=np.uint64))
-        self.segment[slots] = seg
-        self.latent[slots] = latent
-        self.affinity[slots] = affinity
-        self.segment_affinity[slots] = self._affinity(self.segment_means[seg])
-        self.offer_fatigue[slots] = 0.0
-        self.category_fatigue[slots] = 0.0
-        self.interest[slots] = 0.0
-        self.annoyance[slots] = 0.0
+        seg, latent, affinity, segment_affinity, profiles = self._draw(np.asarray(keys, dtype=np.uint64))
+        kernels.true_store_users(np.asarray(slots, dtype=np.int64), seg, latent, affinity, segment_affinity,
+                                 self.segment, self.latent, self.segment_affinity, self._state, self._iparams)
         return profiles
 
     # ------------------------------------------------------------------ responses
@@ -226,8 +247,12 @@ class TrueWorld:
         )
 
     def response_probs(self, actions: np.ndarray) -> ResponseProbs:
-        p = self._probs(np.asarray(actions)[:, None], self.affinity)
-        return ResponseProbs(p.click[:, 0], p.convert[:, 0], p.churn[:, 0])
+        actions = np.asarray(actions, dtype=np.int64)
+        p = np.empty((3, self.n_users))
+        kernels.true_neg_logits(actions, self._state, self._fparams, self._iparams, p)
+        np.exp(p, out=p)  # numpy's exp, as the numpy implementation had (see envs.kernels)
+        kernels.sigmoid_finish(p)
+        return ResponseProbs(p[0], p[1], p[2])
 
     def probs_all(self, segment_oracle: bool = False) -> ResponseProbs:
         """Oracle: (N, n_actions) probabilities of every action for every user."""
@@ -237,25 +262,9 @@ class TrueWorld:
     def advance(
         self, actions: np.ndarray, click: np.ndarray, convert: np.ndarray, active: np.ndarray
     ) -> None:
-        cfg = self.config
-        sent = active & (actions > 0)
-        offers = np.maximum(actions - 1, 0)
-        rows = np.arange(self.n_users)
-        s = self.affinity[rows, offers]
-        _, _, _, annoyance_if_sent = self._offer_probs(offers[:, None], self.affinity)
-        act = active[:, None]
-        self.offer_fatigue *= np.where(act, cfg.fatigue_decay, 1.0)
-        self.category_fatigue *= np.where(act, cfg.fatigue_decay, 1.0)
-        self.offer_fatigue[rows[sent], offers[sent]] += 1.0
-        self.category_fatigue[rows[sent], self.catalog.category[offers[sent]]] += 1.0
-        interest = (
-            cfg.interest_decay * self.interest
-            + sent * cfg.interest_gain * np.maximum(s, 0.0)
-            + cfg.interest_click_gain * click
-        ) * np.where(convert, 1.0 - cfg.satiation, 1.0)
-        self.interest = np.where(active, interest, self.interest)
-        annoyance = np.where(sent, annoyance_if_sent[:, 0], cfg.annoy_decay * self.annoyance)
-        self.annoyance = np.where(active, annoyance, self.annoyance)
+        kernels.true_advance(np.asarray(actions, dtype=np.int64), np.asarray(click, dtype=bool),
+                             np.asarray(convert, dtype=bool), np.asarray(active, dtype=bool), self._state,
+                             self._fparams, self._iparams)
 
 
 def replay_oracle(

@@ -1,7 +1,10 @@
 """The batched core: one vectorised step for N users, as a ``gymnasium.vector.VectorEnv``.
 
 Everything that acts on users (the single-user ``CampaignEnv``, the SB3 adapter, rollouts,
-log generation) runs through this class; a single env is this core with N = 1.
+log generation) runs through this class; a single env is this core with N = 1. A step is a
+few fused numba kernels (``envs.kernels``: action checks; outcome draws, money, reward,
+observation update and termination; a new user's observation) around the world's
+``response_probs`` and ``advance``, so N = 1 pays a handful of calls instead of ~100 numpy ones.
 
 Observation (float32, see ``observation_names``): the user's observable profile (one-hot
 categoricals, standardised numerics clipped to [-5, 5]) followed by a summary of the
@@ -34,6 +37,7 @@ coin flips a single env reset with seed ``s + i`` gets, whatever the other slots
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,14 +46,26 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs import rng
-from envs.campaign import CampaignConfig, outcome_money
+from envs import kernels, rng
+from envs.campaign import CampaignConfig
 from envs.observation import ObservationLayout
-from envs.world import World
+from envs.world import ResponseProbs, World
 
 _NUMERIC_CLIP = 5.0
-_STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN = 1, 2, 3
-_STREAMS = np.array([_STREAM_CLICK, _STREAM_CONVERT, _STREAM_CHURN])
+_NONE_F, _NONE_B = np.zeros(0), np.zeros(0, dtype=bool)  # "no penalties" / "no halts" for kernels.apply_rules
+_RECYCLE_BYTES = 1 << 20  # observation copies at least this large reuse dropped copies (see _copy_obs)
+_RECYCLE_POOL = 4
+
+
+def _refs_when_unused() -> int:
+    """``sys.getrefcount`` of an array only a pool list refers to, seen from ``_copy_obs``'s loop."""
+    pool = [np.empty(1)]
+    for buf in pool:
+        return sys.getrefcount(buf)
+    raise AssertionError("unreachable")
+
+
+_UNUSED_REFS = _refs_when_unused()
 _PREFETCH_USERS = 2048  # users an autoresetting env draws ahead in one batch (see _prefetch)
 
 
@@ -86,10 +102,11 @@ class CampaignVectorEnv(VectorEnv):
         self._slot_keys = np.zeros(n, dtype=np.uint64)
         self._episode = np.zeros(n, dtype=np.int64)
         self._user_keys = np.zeros(n, dtype=np.uint64)
-        self._t = np.zeros(n, dtype=np.int64)
+        # the rule state the kernels read and write: step, steps since the last offer and sends
+        # per offer in one int64 array (envs.kernels C_*); the named attributes are its views
+        self._ints = np.zeros((n, 2 + self.catalog.n_offers), dtype=np.int64)
+        self._t, self._since_offer, self._sends = self._ints[:, 0], self._ints[:, 1], self._ints[:, 2:]
         self._budget = np.zeros(n)
-        self._sends = np.zeros((n, self.catalog.n_offers), dtype=np.int64)
-        self._since_offer = np.zeros(n, dtype=np.int64)
         self._done = np.zeros(n, dtype=bool)
         self._seeded = False
         # worlds that can draw users ahead (LearnedWorld) get each slot's next episodes' users
@@ -105,6 +122,25 @@ class CampaignVectorEnv(VectorEnv):
         self._num_loc, self._num_scale = loc_scale[:, 0], np.where(loc_scale[:, 1] > 0, loc_scale[:, 1], 1.0)
         self.profile_categorical = np.zeros((n, len(schema.categorical)), dtype=np.int64)
         self.profile_numeric = np.zeros((n, len(schema.numeric)))
+        self._fparams, self._iparams = self._kernel_params()
+        self._cat_starts = np.array([s.start for s in self.layout.profile_cat], dtype=np.int64)
+        self._all_slots = np.arange(n)
+        self._obs_pool: list[np.ndarray] | None = [] if self._obs.nbytes >= _RECYCLE_BYTES else None
+
+    def _kernel_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """The constants of the rules, as the kernels read them (envs.kernels F_* and I_*)."""
+        cat, camp, lay = self.catalog, self.campaign, self.layout
+        w_click, w_conversion, w_profit = camp.weights()
+        fparams = np.array([cat.contact_cost, w_click, w_conversion, w_profit, camp.invalid_action_penalty,
+                            camp.budget, np.float32(camp.history_decay), _NUMERIC_CLIP,
+                            *cat.value, *cat.discount, *self._worst_cost], dtype=np.float64)
+        iparams = np.array([camp.horizon, camp.frequency_cap, cat.n_actions, camp.invalid_action == "penalize",
+                            self.autoreset_mode is AutoresetMode.DISABLED, lay.offer_exposure.start,
+                            lay.category_exposure.start, lay.category_clicks.start, lay.decayed.start,
+                            lay.decayed.stop, lay.clicked_last, lay.conversions, lay.since_offer, lay.sends.start,
+                            lay.time_left, lay.budget_left, lay.profile_num.start, len(lay.profile_cat),
+                            *cat.category], dtype=np.int64)
+        return fparams, iparams
 
     # ------------------------------------------------------------------ spaces
     def _observation_space(self) -> spaces.Box:
@@ -121,6 +157,10 @@ class CampaignVectorEnv(VectorEnv):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if seed is None and not options and self._seeded:  # the common case: every slot's next user
+            self._episode += 1
+            self._reset_slots(self._all_slots)
+            return self._copy_obs(), {}
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"], dtype=bool)
@@ -147,7 +187,7 @@ class CampaignVectorEnv(VectorEnv):
         else:
             self._episode[mask] += 1
         self._reset_slots(np.flatnonzero(mask))
-        return self._obs.copy(), {}
+        return self._copy_obs(), {}
 
     def _prefetch(self, slots: np.ndarray) -> None:
         """Before an autoreset of ``slots``: if the world can draw users ahead and some slot's
@@ -168,48 +208,29 @@ class CampaignVectorEnv(VectorEnv):
             return
         if autoreset:
             self._prefetch(slots)
-        lay = self.layout
-        self._user_keys[slots] = rng.combine(self._slot_keys[slots], self._episode[slots])
-        profiles = self.world.reset_users(slots, self._user_keys[slots])
-        self.profile_categorical[slots] = profiles.categorical
-        self.profile_numeric[slots] = profiles.numeric
-        obs = self._obs[slots]
-        obs[:] = 0.0
-        for j, s in enumerate(lay.profile_cat):
-            codes = profiles.categorical[:, j]
-            obs[np.arange(len(slots)), s.start + codes] = 1.0
-        if self._num_loc.size:
-            z = (profiles.numeric - self._num_loc) / self._num_scale
-            obs[:, lay.profile_num] = np.clip(z, -_NUMERIC_CLIP, _NUMERIC_CLIP)
-        obs[:, lay.since_offer] = 1.0
-        obs[:, lay.time_left] = 1.0
-        obs[:, lay.budget_left] = 1.0
-        self._obs[slots] = obs
-        self._t[slots] = 0
-        self._budget[slots] = self.campaign.budget
-        self._sends[slots] = 0
-        self._since_offer[slots] = self.campaign.horizon
-        self._done[slots] = False
+        keys = kernels.user_keys(slots, self._slot_keys, self._episode, self._user_keys)
+        profiles = self.world.reset_users(slots, keys)
+        kernels.reset_rows(slots, profiles.categorical, profiles.numeric, self._num_loc, self._num_scale,
+                           self._cat_starts, self.profile_categorical, self.profile_numeric, self._obs, self._ints,
+                           self._budget, self._done, self._fparams, self._iparams)
 
     # ------------------------------------------------------------------ masks
     def action_masks(self) -> np.ndarray:
         """(N, n_actions) bool: which actions each user may receive now."""
-        mask = np.empty((self.num_envs, self.catalog.n_actions), dtype=bool)
-        mask[:, 0] = True
-        mask[:, 1:] = self._sends < self.campaign.frequency_cap
-        mask &= self._worst_cost[None, :] <= self._budget[:, None] + 1e-9
-        return mask
+        return kernels.action_masks(self._ints, self._budget, self._fparams, self._iparams)
 
     def _allowed(self, actions: np.ndarray) -> np.ndarray:
-        """(N,) bool: ``action_masks()[i, actions[i]]``, without building the whole mask."""
-        rows = np.arange(self.num_envs)
-        capped = self._sends[rows, np.maximum(actions - 1, 0)] >= self.campaign.frequency_cap
-        return (actions == 0) | (~capped & (self._worst_cost[actions] <= self._budget + 1e-9))
+        """(N,) bool: ``action_masks()[i, actions[i]]`` by the rule ``step`` applies
+        (``kernels.prepare``), without building the whole mask."""
+        n = self.num_envs
+        flags, effective = np.empty((kernels.N_BOOL, n), dtype=bool), np.empty(n, dtype=np.int64)
+        kernels.prepare(self._check_actions(actions), self._ints, self._budget, np.zeros(n, dtype=bool),
+                        self._fparams, self._iparams, effective, flags)
+        return ~flags[kernels.B_INVALID]
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
         if type(actions) is np.ndarray and actions.dtype == np.int64 and actions.shape == (self.num_envs,):
-            if actions.size == 0 or (actions.min() >= 0 and actions.max() < self.catalog.n_actions):
-                return actions  # the common case (SB3, rollouts), checked with two reductions
+            return actions  # the common case (SB3, rollouts); kernels.prepare checks the range
         actions = np.asarray(actions)
         if actions.shape != (self.num_envs,):  # (N, 1) from some agents is fine; (2, 4) for 8 users is not
             actions = actions.reshape(-1) if actions.shape == (self.num_envs, 1) else actions
@@ -237,16 +258,16 @@ class CampaignVectorEnv(VectorEnv):
         if not self._seeded:
             raise RuntimeError("step: call reset() first (the env has no users yet)")
         actions = self._check_actions(actions)
-        n = self.num_envs
-        lay, cat, camp = self.layout, self.catalog, self.campaign
+        n, camp = self.num_envs, self.campaign
         # Finished users do not act this step: under NEXT_STEP they are reset below and their
         # action is ignored; under DISABLED they wait for reset(). (SAME_STEP has none.)
-        active = ~self._done
-
-        # validate before any state changes, so a raised error leaves the env untouched
-        allowed = self._allowed(actions)
-        invalid = active & ~allowed
-        if invalid.any() and camp.invalid_action == "error":
+        # Validate before any state changes, so a raised error leaves the env untouched.
+        flags = np.empty((kernels.N_BOOL, n), dtype=bool)
+        effective = np.empty(n, dtype=np.int64)
+        n_invalid, n_done = self._prepare(actions, effective, flags)
+        # the rows of flags, in the order of kernels.B_* (unpacking makes the views in one go)
+        active, invalid, click, convert, churn, sent, terminated, halted_rows = flags
+        if n_invalid and camp.invalid_action == "error":
             i = int(np.flatnonzero(invalid)[0])
             reason = (
                 "frequency cap reached" if self._sends[i, actions[i] - 1] >= camp.frequency_cap
@@ -256,57 +277,19 @@ class CampaignVectorEnv(VectorEnv):
                 f"actions[{i}]: action {int(actions[i])} (offer {int(actions[i]) - 1}) is masked ({reason}); use action_masks() "
                 "or set campaign.invalid_action=penalize"
             )
-        if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._done.any():
-            reset_now = self._done.copy()
+        if n_done and self.autoreset_mode is AutoresetMode.NEXT_STEP:
+            reset_now = np.flatnonzero(self._done)
             self._episode[reset_now] += 1
-            self._reset_slots(np.flatnonzero(reset_now), autoreset=True)
-        effective = np.where(active & allowed, actions, 0)
-        sent = effective > 0
-        offers = np.maximum(effective - 1, 0)
+            self._reset_slots(reset_now, autoreset=True)
 
         p = self.world.response_probs(effective)
         # before the world advances: the penalty is of the state the action was chosen in
         penalties, halted, uncertain = (None,) * 3 if self._pessimism_step is None else self._pessimism_step(effective, camp)
-        t = self._t
-        # one call for the three streams (elementwise, so the same numbers as three calls)
-        u_click, u_convert, u_churn = rng.uniform(self._user_keys[:, None], t[:, None], _STREAMS).T
-        click = sent & (u_click < p.click)
-        convert = click & (u_convert < p.convert)
-        churn = active & (u_churn < p.churn)
-        revenue, cost = outcome_money(cat, effective, click, convert)
-        profit = revenue - cost
+        money = np.empty((kernels.N_MONEY, n))
+        n_terminated = self._apply_rules(effective, p, penalties, halted, flags, money)
         self.world.advance(effective, click, convert, active)
 
-        # observable history, updated in place for active users
-        obs, decay = self._obs, np.float32(camp.history_decay)
-        rows = slice(None) if active.all() else np.flatnonzero(active)  # a slice skips fancy indexing
-        obs[rows, lay.decayed] *= decay
-        srows, soff = np.flatnonzero(sent), offers[sent]
-        obs[srows, lay.offer_exposure.start + soff] += 1.0
-        obs[srows, lay.category_exposure.start + cat.category[soff]] += 1.0
-        crows = np.flatnonzero(click)
-        obs[crows, lay.category_clicks.start + cat.category[offers[click]]] += 1.0
-        self._sends[srows, soff] += 1
-        obs[srows, lay.sends.start + soff] = self._sends[srows, soff] / camp.frequency_cap
-        obs[rows, lay.clicked_last] = click[rows]
-        obs[rows, lay.conversions] = np.minimum(obs[rows, lay.conversions] + convert[rows] / camp.horizon, 1.0)
-        self._since_offer = np.where(sent, 0, np.where(active, self._since_offer + 1, self._since_offer))
-        obs[rows, lay.since_offer] = np.minimum(self._since_offer[rows], camp.horizon) / camp.horizon
-        self._t = t + active
-        self._budget = np.maximum(self._budget - cost, 0.0)
-        obs[rows, lay.time_left] = 1.0 - self._t[rows] / camp.horizon
-        obs[rows, lay.budget_left] = self._budget[rows] / camp.budget
-
-        terminated = active & (churn | (self._t >= camp.horizon))
-        reward = camp.reward_of(cat, effective, click, convert)
-        if penalties is not None:  # a pessimistic world charges its own uncertainty (LearnedWorld)
-            reward = reward - penalties
-        if halted is not None:  # MOReL's HALT is absorbing: the episode ends (a termination)
-            halted = active & halted
-            terminated = terminated | halted
-        if camp.invalid_action == "penalize":
-            reward = reward - camp.invalid_action_penalty * invalid
-        reward = np.where(active, reward, 0.0)
+        revenue, cost, profit, reward = money  # the rows, in the order of kernels.M_*
         info: dict[str, Any] = {
             "click": click,
             "conversion": convert,
@@ -319,22 +302,55 @@ class CampaignVectorEnv(VectorEnv):
             "active": active,
         }
         if halted is not None:
-            info["halted"] = halted
+            info["halted"] = halted_rows
         if uncertain is not None:  # the world's uncertainty above its threshold (off the logged distribution)
             info["uncertain"] = active & uncertain
-        if self.autoreset_mode is AutoresetMode.DISABLED:
-            terminated = terminated | self._done
-        self._done = self._done | terminated
 
-        observation = self._obs.copy()
-        if self.autoreset_mode is AutoresetMode.SAME_STEP and terminated.any():
-            info["final_obs"] = observation.copy()
+        observation = self._copy_obs()
+        if n_terminated and self.autoreset_mode is AutoresetMode.SAME_STEP:
+            info["final_obs"] = observation
             info["_final_obs"] = terminated.copy()
             self._episode[terminated] += 1
             self._reset_slots(np.flatnonzero(terminated), autoreset=True)
-            observation = self._obs.copy()
-        truncated = np.zeros(n, dtype=bool)
-        return observation, reward.astype(np.float64), terminated, truncated, info
+            observation = self._copy_obs()
+        return observation, reward, terminated, np.zeros(n, dtype=bool), info
+
+    def _copy_obs(self) -> np.ndarray:
+        """A copy of the observation for the caller. A large fresh array costs more in page
+        faults than the copy itself (at N = 16,384 about 3x), so large copies go into an earlier
+        step's copy that nothing outside this env refers to any more (its reference count says
+        so; a kept observation, a view of it or an info dict holding it all count), else into a
+        new array kept for later."""
+        pool = self._obs_pool
+        if pool is None:
+            return self._obs.copy()
+        for buf in pool:
+            if sys.getrefcount(buf) == _UNUSED_REFS:
+                np.copyto(buf, self._obs)
+                return buf
+        buf = self._obs.copy()
+        if len(pool) < _RECYCLE_POOL:
+            pool.append(buf)
+        return buf
+
+    def _prepare(self, actions: np.ndarray, effective: np.ndarray, flags: np.ndarray) -> tuple[int, int]:
+        """(number of invalid actions, number of finished users); writes the effective actions
+        and the active and invalid rows of ``flags`` (``kernels.prepare``)."""
+        n_invalid, n_done = kernels.prepare(actions, self._ints, self._budget, self._done, self._fparams,
+                                            self._iparams, effective, flags)
+        if n_invalid < 0:  # some action out of range: the full check names it and raises
+            self._check_actions(actions.tolist())
+            raise AssertionError("unreachable: kernels.prepare found an action out of range")
+        return n_invalid, n_done
+
+    def _apply_rules(self, effective: np.ndarray, p: ResponseProbs, penalties: np.ndarray | None,
+                     halted: np.ndarray | None, flags: np.ndarray, money: np.ndarray) -> int:
+        """Outcome draws, money, reward, observation update and termination (``kernels.apply_rules``);
+        returns the number of terminated users."""
+        return kernels.apply_rules(
+            effective, p.click, p.convert, p.churn, _NONE_F if penalties is None else penalties,
+            _NONE_B if halted is None else halted, self._user_keys, self._ints, self._budget, self._done, self._obs,
+            self._fparams, self._iparams, flags, money)
 
     # ------------------------------------------------------------------ introspection
     @property

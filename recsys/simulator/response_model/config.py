@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class ResponseModelConfig:
     patience: int = 4  # epochs without validation improvement before stopping
     # optional wall-clock cap per member; None (default): epochs and patience alone decide, so the
     # same seed gives the same model however loaded the machine is
-    max_seconds: float | None = None
+    max_seconds: Optional[float] = None  # noqa: UP045 (OmegaConf schemas read Optional, not X | None)
     calibrate: bool = True
     seed: int = 0
     # 1: one model (as always); K > 1: an EnsembleResponseModel of K members, member k fitted
