@@ -21,7 +21,8 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from envs import kernels, rng
+from envs import rng
+from envs import true_world_kernels as kernels
 from envs.checks import check_field_types, require
 from envs.world import Catalog, Profiles, ProfileSchema, ResponseProbs
 
@@ -131,7 +132,7 @@ class TrueWorld:
             discount=value * self.incentive,
             contact_cost=cfg.contact_cost,
         )
-        # --- kernel parameters (envs.kernels: W_*, T_*) -------------------------------------
+        # --- kernel parameters (envs.true_world_kernels: W_*, T_*) -------------------------------------
         self._fparams = np.array([
             cfg.click_base, cfg.click_affinity, cfg.fatigue_offer, cfg.fatigue_category, cfg.fatigue_decay,
             cfg.conv_base, cfg.conv_interest, cfg.conv_affinity, cfg.conv_incentive, cfg.interest_gain,
@@ -170,7 +171,7 @@ class TrueWorld:
         """(segment, latent, affinity, segment affinity, profiles) of the users of ``keys``.
 
         Kernels draw and combine; ``np.log``, ``np.exp`` and the matrix products stay numpy's
-        (see ``envs.kernels``), each one call on the whole batch, in the shapes they always had."""
+        (see ``envs.true_world_kernels``), each one call on the whole batch, in the shapes they always had."""
         cfg = self.config
         n, d = len(keys), cfg.latent_dim
         seg, region = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
