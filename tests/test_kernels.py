@@ -25,6 +25,7 @@ from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers the campaign namespace)
 from envs import CampaignConfig, CampaignEnv, CampaignVectorEnv, TrueWorld, TrueWorldConfig, rng
+from envs.campaign import outcome_money
 from envs.true_world import replay_oracle
 
 ODD_WORLD = TrueWorldConfig(seed=3, n_offers=5, n_categories=1, latent_dim=3, n_segments=1, contact_cost=0.0)
@@ -298,3 +299,28 @@ if __name__ == "__main__":
     for scenario in names:
         print(f'    "{scenario}": "{SCENARIOS[scenario]()}",')
     print("}")
+
+
+def test_the_step_kernel_charges_what_the_campaign_cost_model_says():
+    """The kernel's money and reward are a fused copy of ``CampaignConfig.reward_of`` /
+    ``envs.campaign.outcome_money``, which greedy policies and OPE's reward models use: the two
+    must agree on the realised outcomes, or the env and its policies would price offers apart."""
+    campaign = CampaignConfig(horizon=7, budget=1e6, reward="weighted",
+                              reward_weights={"click": 0.3, "conversion": 2.0, "profit": 0.7})
+    env = CampaignVectorEnv(TrueWorld(TrueWorldConfig(), n_users=512), campaign)
+    env.reset(seed=5)
+    gen = np.random.default_rng(0)
+    checked = 0
+    for _ in range(5):
+        actions = gen.integers(0, env.single_action_space.n, 512)
+        actions = np.where(env.action_masks()[np.arange(512), actions], actions, 0)
+        _, reward, _, _, info = env.step(actions)
+        active = info["active"]  # rows that reset this step (NEXT_STEP autoreset) ignore the action
+        revenue, cost = outcome_money(env.world.catalog, actions, info["click"], info["conversion"])
+        expected = campaign.reward_of(env.world.catalog, actions, info["click"].astype(float),
+                                      info["conversion"].astype(float))
+        np.testing.assert_allclose(info["revenue"][active], revenue[active], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(info["cost"][active], cost[active], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(reward[active], expected[active], rtol=1e-12, atol=1e-12)
+        checked += int(info["conversion"][active].sum())
+    assert checked > 0  # conversions happened, so the discount and value terms were exercised
