@@ -17,7 +17,7 @@ oracle, the same with each user's latent replaced by its segment's mean latent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -92,18 +92,6 @@ class TrueWorldConfig:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def _checked_profiles(categorical: np.ndarray, numeric: np.ndarray) -> Profiles:
-    """``Profiles(categorical, numeric)`` without its input checks, for arrays the draw kernels
-    built (int64 codes below each cardinality, finite float64): the checks cost ~10 us, as much
-    as drawing the user, on every reset of a one-user env."""
-    profiles = object.__new__(Profiles)
-    for f in fields(Profiles):
-        object.__setattr__(profiles, f.name, None)
-    object.__setattr__(profiles, "categorical", categorical)
-    object.__setattr__(profiles, "numeric", numeric)
-    return profiles
 
 
 class TrueWorld:
@@ -189,7 +177,7 @@ class TrueWorld:
         segment_affinity = segment_latent @ self.offer_embedding.T
         kernels.true_profiles(keys, exps, latent, noise, seg, region, self.segment_activity, affinity,
                               segment_affinity, self._fparams, self._iparams, categorical, numeric)
-        return seg, latent, affinity, segment_affinity, _checked_profiles(categorical, numeric)
+        return seg, latent, affinity, segment_affinity, Profiles.trusted(categorical, numeric)
 
     def _affinity(self, latent: np.ndarray) -> np.ndarray:
         return latent @ self.offer_embedding.T / np.sqrt(self.config.latent_dim) + self.offer_bias
