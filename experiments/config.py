@@ -221,6 +221,10 @@ class ExperimentConfig:
     # own_logs: the pipeline on a user's own logs, no ground truth (experiments.own_logs)
     seed: int = 0
     torch_threads: int = 1  # two threads collapse under contention on small shared machines
+    # independent jobs (simulator fits, recommenders, agents, rollouts) run on this many worker
+    # processes (experiments.parallel); 0: one per available CPU. Results do not depend on it.
+    # Under a parallel sweep launcher, set 1 (the launcher already fills the cores).
+    workers: int = 0
     progress: bool = True
     logs: LogsConfig = field(default_factory=LogsConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -233,6 +237,8 @@ class ExperimentConfig:
             raise ValueError(f"experiment.kind: got {self.kind!r}, expected one of {', '.join(EXPERIMENT_KINDS)}")
         if self.torch_threads < 1:
             raise ValueError(f"experiment.torch_threads: must be >= 1, got {self.torch_threads}")
+        if self.workers < 0:
+            raise ValueError(f"experiment.workers: must be >= 0 (0: one per CPU), got {self.workers}")
         if not 0 <= self.seed < MAX_SEED:
             raise ValueError(f"experiment.seed: must be in [0, {MAX_SEED}) (user ids come from per-seed blocks), "
                              f"got {self.seed}")

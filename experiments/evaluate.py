@@ -11,26 +11,18 @@ seeded per policy instance, so a sharded evaluation equals the unsharded one exa
 
 from __future__ import annotations
 
-import io
-import multiprocessing
-import os
-import sys
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from types import SimpleNamespace
 from typing import Any
 
-import cloudpickle
 import numpy as np
 import torch
 from scipy.stats import kendalltau
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from envs.vector_env import CampaignVectorEnv
 from envs.world import World
-from experiments import setup_torch
 from experiments.collect import EpisodeStats, make_env_factory, rollout
 from experiments.config import AgentConfig, EvaluationConfig
+from experiments.parallel import Workers, available_cpus
 from experiments.policies import Factory
 from recsys.stats import bootstrap_mean
 
@@ -39,13 +31,13 @@ NOT_BASELINES = {"oracle_greedy", "nurture", "no_offer"}  # read the hidden stat
 
 def evaluate_worlds(world_factories: dict[str, Callable[[int], World]], rosters: dict[str, dict[str, Factory]],
                     campaign: Any, ev: EvaluationConfig, users_from: int, agents: dict[str, AgentConfig],
-                    seed: int) -> tuple[dict[str, Any], dict[str, dict[str, EpisodeStats]]]:
+                    seed: int, workers: Workers | None = None) -> tuple[dict[str, Any], dict[str, dict[str, EpisodeStats]]]:
     """(the ``worlds`` section of results.json, the per-user stats of every policy per world)."""
     worlds: dict[str, Any] = {}
     stats_by_world: dict[str, dict[str, EpisodeStats]] = {}
     for world, factory in world_factories.items():
         make_env = make_env_factory(factory, campaign)
-        stats = sharded_rollouts(make_env, rosters[world], ev.n_users, users_from, ev.shards, ev.batch_size)
+        stats = sharded_rollouts(make_env, rosters[world], ev.n_users, users_from, ev.shards, ev.batch_size, workers)
         stats_by_world[world] = stats
         summary = {name: {m: iv.as_dict() for m, iv in s.summarise(ev.n_bootstrap, ev.ci_level, seed).items()}
                    for name, s in stats.items()}
@@ -62,58 +54,26 @@ def shard_ranges(n_users: int, shards: int, batch_size: int) -> list[tuple[int, 
 
 
 def sharded_rollouts(make_env: Callable[[int], CampaignVectorEnv], roster: dict[str, Factory], n_users: int,
-                     seed: int, shards: int = 1, batch_size: int = 4096) -> dict[str, EpisodeStats]:
+                     seed: int, shards: int = 1, batch_size: int = 4096,
+                     workers: Workers | None = None) -> dict[str, EpisodeStats]:
     """``rollout`` of every policy of ``roster`` on users ``seed .. seed + n_users - 1``, split
-    into ``shards`` ranges run in parallel (Ray tasks or local processes); the result does not
-    depend on ``shards``."""
+    into ``shards`` ranges; every (policy, range) is a job on ``workers`` (by default, when
+    sharded, Ray tasks if Ray is running, else one process per CPU; inline otherwise). The
+    result depends on neither ``shards`` nor ``workers``."""
     ranges = shard_ranges(n_users, shards, batch_size)
-    if len(ranges) == 1:
-        return {name: rollout(make_env, f, n_users, seed, batch_size) for name, f in roster.items()}
-    tasks = [_dumps((make_env, f, stop - start, seed + start, batch_size)) for f in roster.values() for start, stop in ranges]
-    parts = iter(_run_tasks(tasks, torch.get_num_threads()))
-    merged = {}
-    for name in roster:
-        pieces = [next(parts) for _ in ranges]
-        merged[name] = EpisodeStats(*(np.concatenate([getattr(p, f) for p in pieces])
-                                      for f in EpisodeStats.__dataclass_fields__))
-    return merged
-
-
-class _TaskPickler(cloudpickle.CloudPickler):
-    """cloudpickle, as factories are closures over configs and fitted models (plain pickle
-    refuses closures); a trained SB3 model crosses as what acting needs (``agents.sb3.SB3Policy``
-    reads ``policy`` and ``action_space``), since its env and logger hold live envs and locks."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseAlgorithm):
-            return SimpleNamespace, (), {"policy": obj.policy, "action_space": obj.action_space}
-        return super().reducer_override(obj)
-
-
-def _dumps(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    _TaskPickler(buffer).dump(obj)
-    return buffer.getvalue()
-
-
-def _run_tasks(tasks: list[bytes], threads: int) -> list[EpisodeStats]:
-    """Each task's stats, in order: Ray tasks when this process runs Ray (importing ray is the
-    caller's choice, so a run without Ray never loads it), else spawned local processes."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        remote = ray.remote(num_cpus=1)(_rollout_task)
-        return ray.get([remote.remote(t, threads) for t in tasks])
-    workers = min(len(tasks), os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_rollout_task, tasks, [threads] * len(tasks)))
-
-
-def _rollout_task(task: bytes, threads: int) -> EpisodeStats:
-    """One (policy, user range) of ``sharded_rollouts``, with the caller's torch thread count
-    (torch's reductions may round differently with another)."""
-    setup_torch(threads)
-    make_env, make_policy, n_users, seed, batch_size = cloudpickle.loads(task)
-    return rollout(make_env, make_policy, n_users, seed, batch_size)
+    own = workers is None
+    if own:
+        workers = Workers(1 if len(ranges) == 1 else min(len(ranges) * len(roster), available_cpus()),
+                          torch.get_num_threads(), ray=True)
+    try:
+        futures = {(name, start): workers.submit(rollout, make_env, f, stop - start, seed + start, batch_size)
+                   for name, f in roster.items() for start, stop in ranges}
+        parts = {key: f.result()[0] for key, f in futures.items()}
+    finally:
+        if own:
+            workers.close()
+    return {name: EpisodeStats(*(np.concatenate([getattr(parts[name, start], f) for start, _ in ranges])
+                                 for f in EpisodeStats.__dataclass_fields__)) for name in roster}
 
 
 def best_baseline(policies: dict[str, Any], agents: Any) -> str:

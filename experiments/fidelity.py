@@ -17,7 +17,8 @@ from scipy.stats import kendalltau
 
 from agents.base import Policy
 from envs.vector_env import CampaignVectorEnv
-from experiments.collect import rollout
+from experiments.evaluate import sharded_rollouts
+from experiments.parallel import Workers
 from recsys.data.sequences import SequenceData
 from recsys.stats import (
     Interval,
@@ -90,13 +91,14 @@ def policy_fidelity(
     make_true_env: Callable[[int], CampaignVectorEnv],
     make_learned_env: Callable[[int], CampaignVectorEnv],
     policies: dict[str, Callable[[CampaignVectorEnv], Policy]],
-    n_users: int, seed: int, n_boot: int = 500,
+    n_users: int, seed: int, n_boot: int = 500, workers: Workers | None = None,
 ) -> dict[str, Any]:
-    """Run each fixed policy in both worlds on the same user seeds; compare."""
+    """Run each fixed policy in both worlds on the same user seeds (each rollout a job on
+    ``workers``); compare."""
     worlds = {"true": make_true_env, "learned": make_learned_env}
     values = {
-        world: {name: {k: iv.as_dict() for k, iv in rollout(make, factory, n_users, seed).summarise(n_boot).items()}
-                for name, factory in policies.items()}
+        world: {name: {k: iv.as_dict() for k, iv in stats.summarise(n_boot).items()}
+                for name, stats in sharded_rollouts(make, policies, n_users, seed, workers=workers).items()}
         for world, make in worlds.items()
     }
     rel_error = {}

@@ -28,6 +28,7 @@ from experiments import config as config_module
 from experiments import setup_torch
 from experiments.collect import collect_logs, make_env_factory
 from experiments.fidelity import policy_fidelity, response_model_fidelity
+from experiments.parallel import Workers, available_cpus
 from experiments.policies import fixed_policies
 from experiments.report.fidelity import fidelity_markdown
 from experiments.report.plots import plot_calibration, plot_marginals, plot_policy_values
@@ -35,38 +36,48 @@ from recsys.artifacts import atomic_write_json, atomic_write_text, json_bytes
 from recsys.data.dataset import LoggedDataset
 from recsys.simulator.io import load_simulator, save_simulator
 from recsys.simulator.profile_fidelity import profile_fidelity
-from recsys.simulator.response_model import fit_response_model, predict
+from recsys.simulator.response_model import assemble_response_model, fit_member, member_jobs, predict
 from recsys.simulator.user_gan import IndependentMarginalsSampler, fit_user_gan
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
 
 
-def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset) -> tuple[Path, dict[str, Any]]:
-    """Fit and judge the simulator; returns its artifact directory and the fidelity dict."""
+def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset,
+                  workers: Workers | None = None) -> tuple[Path, dict[str, Any]]:
+    """Fit and judge the simulator; returns its artifact directory and the fidelity dict.
+    The response models' members and the GAN are independent jobs on ``workers``."""
     sim, exp = config.simulator, config.experiment
-    seed, progress = exp.seed, exp.progress
+    seed, workers = exp.seed, workers or Workers(1, exp.torch_threads)
+    progress = exp.progress and not workers.parallel  # each job's own bars; else one bar over the jobs
     # (1) split by user
     train, validation, test = (data.split(s) for s in ("train", "validation", "test"))
     log.info("users: %d train, %d validation, %d test", train.n_users, validation.n_users, test.n_users)
 
-    # (2) response models: main + ablation, same code and data
+    # (2) response models (main + ablation, same code and data; every ensemble member a job)
+    #     and (3) the user GAN on the training users' profiles
     main = sim.response_model.history_encoder
     encoders = [main] + [e for e in sim.ablation if e != main]
-    models = {
-        enc: fit_response_model(train, validation, replace(sim.response_model, history_encoder=enc), progress,
-                                out / "tensorboard" / f"response_model_{enc}")
-        for enc in encoders
-    }
+    members = {enc: member_jobs(train, validation, replace(sim.response_model, history_encoder=enc), progress,
+                                out / "tensorboard" / f"response_model_{enc}") for enc in encoders}
+    train_profiles, heldout = data.split_profiles("train"), data.split_profiles("test")
+    futures = {f"response_model_{enc}" + (f"_member_{k}" if len(jobs) > 1 else ""): workers.submit(fit_member, *job)
+               for enc, jobs in members.items() for k, job in enumerate(jobs)}
+    futures["user_gan"] = workers.submit(fit_user_gan, train_profiles, replace(sim.user_gan, seed=seed), progress,
+                                         out / "tensorboard" / "user_gan")
+    fitted = list(workers.gather(futures, "simulator", exp.progress).values())
+    models = {}
+    for enc, jobs in members.items():
+        models[enc], fitted = assemble_response_model(fitted[:len(jobs)]), fitted[len(jobs):]
+    gan = fitted[0]
+
     truth = data.from_world(config.world.seed)  # TrueWorld made these logs: truth-based checks apply
     oracle = (replay_oracle(config.world, test.user_ids, test.actions, test.click, test.conversion, test.mask)
               if truth else None)
     predictions = {enc: predict(m, test) for enc, m in models.items()}
     response = response_model_fidelity(predictions, test, oracle, main=main, n_boot=sim.n_bootstrap, seed=seed)
 
-    # (3) user GAN on training users, judged on held-out users
-    train_profiles, heldout = data.split_profiles("train"), data.split_profiles("test")
-    gan = fit_user_gan(train_profiles, replace(sim.user_gan, seed=seed), progress, out / "tensorboard" / "user_gan")
+    # the GAN judged on held-out users
     synthetic = gan.sample(heldout.n_users, seed=seed)
     marginals = IndependentMarginalsSampler(train_profiles).sample(heldout.n_users, seed=seed)
     profile = profile_fidelity(heldout, synthetic, marginals)
@@ -80,7 +91,7 @@ def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset) 
     worlds = policy_fidelity(
         make_env_factory(lambda n: TrueWorld(config.world, n_users=n), config.campaign),
         make_env_factory(lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n), config.campaign),
-        fixed_policies(config), sim.fidelity_users, eval_from,
+        fixed_policies(config), sim.fidelity_users, eval_from, workers=workers,
     ) if truth else None
 
     # (6) report
@@ -112,7 +123,8 @@ def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     data = LoggedDataset.from_table(collect_logs(config, config.experiment.progress),
                                     TrueWorld(config.world).catalog, config.experiment.seed)
-    _, fidelity = fit_simulator(config, out, data)
+    with Workers(config.experiment.workers or available_cpus(), config.experiment.torch_threads) as workers:
+        _, fidelity = fit_simulator(config, out, data, workers)
     log.info("fidelity: %s", json_bytes({k: v for k, v in fidelity.items() if isinstance(v, float)}, indent=None).decode())
     return float(fidelity["click_auc"])
 

@@ -44,11 +44,12 @@ from experiments.fit_simulator import fit_simulator
 from experiments.learned_worlds import LearnedWorlds
 from experiments.ope.evaluate import ResponseModelRewards, logged_rewards
 from experiments.ope.registry import SEQUENTIAL_ESTIMATORS, EstimatorConfig
+from experiments.parallel import Workers, available_cpus
 from experiments.policies import BANDITS, check_ope_policies, comparison_roster, ope_roster
 from experiments.report.fidelity import target_checks
 from experiments.report.own_logs import write_own_logs_report
 from experiments.report.plots import read_scalars
-from experiments.train import train
+from experiments.train import train_agents, train_recommenders
 from experiments.truth_free import (
     MODEL_ONLY,
     compare_sequences,
@@ -65,7 +66,7 @@ from recsys.data.movielens import load_movielens
 from recsys.data.schema import log_metadata, validate_logs, with_metadata
 from recsys.data.sequences import sequences_from_logs
 from recsys.data.splits import SPLITS
-from recsys.recommenders import evaluate_recommenders, fit_recommenders
+from recsys.recommenders import evaluate_recommenders
 from recsys.simulator.io import load_simulator
 
 log = logging.getLogger("campaign_gym")
@@ -136,9 +137,15 @@ def check(config: config_module.Config) -> None:
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     config = config_module.load(cfg)
-    exp, seed = config.experiment, config.experiment.seed
+    exp = config.experiment
     setup_torch(exp.torch_threads)
     check(config)
+    with Workers(exp.workers or available_cpus(), exp.torch_threads) as workers:
+        return _run(cfg, config, out, workers)
+
+
+def _run(cfg: DictConfig, config: config_module.Config, out: Path, workers: Workers) -> dict[str, Any]:
+    exp, seed = config.experiment, config.experiment.seed
     _, eval_users_from = config_module.user_blocks(seed)
     timer = StageTimer()
 
@@ -153,7 +160,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     # 2. The learned simulator (no TrueWorld: fit_simulator skips its truth-based checks).
     with timer.stage("simulator"):
-        sim_dir, fidelity = fit_simulator(config, out, data)
+        sim_dir, fidelity = fit_simulator(config, out, data, workers)
     learned = load_simulator(sim_dir, n_users=1)
     learned_worlds = LearnedWorlds(learned, data, config.campaign)
     worlds_of = {"learned": learned_worlds.factory(config.simulator.learned_world)}
@@ -161,17 +168,15 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # 3. Supervised recommenders on the replayed logs.
     with timer.stage("recommenders"):
         logged = {split: data.replayed(split, learned.profile_schema, config.campaign) for split in SPLITS}
-        recommenders = fit_recommenders(logged["train"], logged["validation"], config.recommender.names,
-                                        config.recommender.configs(), progress=exp.progress)
+        recommenders = train_recommenders(logged["train"], logged["validation"], config, workers)
         offline = evaluate_recommenders(recommenders, logged["test"])
 
     # 4. Agents in the learned world (an agent's own learned_world options apply, as in the main job).
     agents = {name: config.agents[name] for name in exp.agents}
-    models = {}
-    for name, agent in agents.items():
-        own = agent.learned_world and {"learned": learned_worlds.factory(agent.learned_world)}
-        with timer.stage(f"train_{name}"):
-            models[name] = train(name, agent, own or worlds_of, config, out)
+    agent_worlds = {name: {"learned": learned_worlds.factory(agent.learned_world)} if agent.learned_world
+                    else worlds_of for name, agent in agents.items()}
+    with timer.stage("agents"):
+        models = train_agents(agent_worlds, config, out, workers)
 
     # 5. Every policy in the learned world, paired users; "logging" = the logs' estimated behaviour.
     table = behaviour_table(data.split("train"))
@@ -184,7 +189,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         roster = {n: f for n, f in roster.items() if n not in {cls.name for cls in BANDITS}}
     with timer.stage("evaluation"):
         worlds, _ = evaluate_worlds(worlds_of, {"learned": roster}, config.campaign, exp.evaluation,
-                                    eval_users_from, agents, seed)
+                                    eval_users_from, agents, seed, workers)
 
     # 6. What the logs can show without a truth: held-out outcomes, session statistics.
     test = data.split("test")
@@ -206,7 +211,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         with timer.stage("ope"):
             held = held_out_ope(ope_policies, lambda: CampaignVectorEnv(worlds_of["learned"](1), config.campaign),
                                 logged["test"], rewards, q_hat, estimators, exp.ope.n_bootstrap,
-                                exp.evaluation.ci_level, seed)
+                                exp.evaluation.ci_level, seed, workers)
         agreement = ope_agreement(worlds["learned"]["policies"], held, SEQUENTIAL_ESTIMATORS)
         logged_value = held["logged_value"]
         ope = {p: {"kind": kinds[p], "learned_value": worlds["learned"]["policies"].get(p, {}).get("return"),
@@ -235,6 +240,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "ope_agreement": agreement,
         "objective": float(learned_policies[first]["return"]["mean"]),  # what a sweep maximises
         "timings": timer.as_dict(),
+        "jobs": {"workers": workers.n, "seconds": {k: round(v, 2) for k, v in workers.job_seconds.items()}},
     }
     atomic_write_json(out / "results.json", results)
     write_own_logs_report(out, results, read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS))

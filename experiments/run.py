@@ -36,17 +36,18 @@ from experiments.fit_simulator import fit_simulator
 from experiments.learned_worlds import LearnedWorlds, ablation, variants
 from experiments.ope.evaluate import ResponseModelRewards
 from experiments.ope.study import ope_study
+from experiments.parallel import Workers, available_cpus
 from experiments.policies import ORACLES, check_ope_policies, comparison_roster, ope_roster
 from experiments.report.fidelity import target_checks
 from experiments.report.plots import read_scalars
 from experiments.report.run import write_run_report
 from experiments.segments import segment_comparison
-from experiments.train import train
+from experiments.train import train_agents, train_recommenders
 from recsys.artifacts import atomic_write_json
 from recsys.data.dataset import LoggedDataset
 from recsys.data.io import write_logs
 from recsys.data.splits import SPLITS
-from recsys.recommenders import evaluate_recommenders, fit_recommenders
+from recsys.recommenders import evaluate_recommenders
 from recsys.simulator.io import load_simulator
 
 log = logging.getLogger("campaign_gym")
@@ -58,11 +59,16 @@ LEARNING_CURVE_TAGS = ("campaign/profit_per_episode", "eval_learned/profit_per_u
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     config = config_module.load(cfg)
-    exp, seed = config.experiment, config.experiment.seed
+    exp = config.experiment
     setup_torch(exp.torch_threads)
     check_ope_policies(config)
-    logs_from, eval_users_from = config_module.user_blocks(seed)
+    with Workers(exp.workers or available_cpus(), exp.torch_threads) as workers:
+        return _run(cfg, config, out, workers)
 
+
+def _run(cfg: DictConfig, config: config_module.Config, out: Path, workers: Workers) -> dict[str, Any]:
+    exp, seed = config.experiment, config.experiment.seed
+    logs_from, eval_users_from = config_module.user_blocks(seed)
     timer = StageTimer()
 
     # 1. Logged data: the logging policy in TrueWorld, validated and parsed once.
@@ -73,7 +79,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
     # 2. The learned simulator, fitted on the logs only and judged against the truth.
     with timer.stage("simulator"):
-        sim_dir, fidelity = fit_simulator(config, out, data)
+        sim_dir, fidelity = fit_simulator(config, out, data, workers)
     # Its learned worlds: the shipped one (simulator.learned_world: users, pessimism) is what
     # agents train in and what the "learned" column reports; an agent may set its own.
     learned = load_simulator(sim_dir, n_users=1)
@@ -84,25 +90,24 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).
     with timer.stage("recommenders"):
         logged = {split: data.replayed(split, learned.profile_schema, config.campaign) for split in SPLITS}
-        recommenders = fit_recommenders(logged["train"], logged["validation"], config.recommender.names,
-                                        config.recommender.configs(), progress=exp.progress)
+        recommenders = train_recommenders(logged["train"], logged["validation"], config, workers)
         offline = evaluate_recommenders(recommenders, logged["test"])
 
-    # 4. Every agent on the batched env of its training world.
-    models = {}
+    # 4. Every agent on the batched env of its training world (each a job; the trained model is
+    #    rebuilt here from its final checkpoint).
     agents = {name: config.agents[name] for name in exp.agents}
     own_worlds = variants(agents)  # the agent-specific learned worlds (pessimism ablation)
-    for name, agent in agents.items():
-        own = agent.learned_world and {"learned": learned_worlds.factory(agent.learned_world)}
-        with timer.stage(f"train_{name}"):
-            models[name] = train(name, agent, {**world_factories, **(own or {})}, config, out)
+    agent_worlds = {name: {**world_factories, **({"learned": learned_worlds.factory(agent.learned_world)}
+                                                 if agent.learned_world else {})} for name, agent in agents.items()}
+    with timer.stage("agents"):
+        models = train_agents(agent_worlds, config, out, workers)
 
     # 5. Paired evaluation in both worlds: every policy meets the same users with the same draws;
     #    the oracles read TrueWorld's hidden state, so they run there only.
     roster = comparison_roster(config, models, recommenders)
     with timer.stage("evaluation"):
         worlds, stats = evaluate_worlds(world_factories, {"true": {**roster, **ORACLES}, "learned": roster},
-                                        config.campaign, exp.evaluation, eval_users_from, agents, seed)
+                                        config.campaign, exp.evaluation, eval_users_from, agents, seed, workers)
     # Per segment: where does the best simulator-trained agent gain or lose against the best baseline?
     challenger = best_sim_trained_agent(worlds["true"]["policies"], agents)
     profile_columns = CampaignVectorEnv(world_factories["true"](1), config.campaign).layout.profile
@@ -115,7 +120,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         with timer.stage("ablation"):
             variant_worlds = evaluate_worlds({v: learned_worlds.factory(o) for v, (o, _) in own_worlds.items()},
                                              {v: roster for v in own_worlds}, config.campaign, exp.evaluation,
-                                             eval_users_from, agents, seed)[0]
+                                             eval_users_from, agents, seed, workers)[0]
     thresholds = {v: learned_worlds.pessimism(o).threshold for v, o in
                   [("learned", config.simulator.learned_world)] + [(v, o) for v, (o, _) in own_worlds.items()]}
     pessimism = ablation(worlds, variant_worlds, own_worlds, config.simulator.learned_world, agents,
@@ -128,9 +133,10 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         first = logs_from + exp.logs.n_users  # later users of the seed's block: never in the training logs
         with timer.stage("ope"):
             ope, ope_summary = ope_study(
-            config, ope_policies, kinds,
+                config, ope_policies, kinds,
                 lambda d: collect_logs(config, False, n_users=exp.ope.n_users, first_user=first + d * exp.ope.n_users),
-                ResponseModelRewards(learned.model, learned.catalog, config.campaign), eval_users_from, exp.progress)
+                ResponseModelRewards(learned.model, learned.catalog, config.campaign), eval_users_from, exp.progress,
+                workers)
 
     # 7. Results, plots, report.
     results = {
@@ -149,6 +155,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         "ope_validation": ope_summary and {**ope_summary, "n_users": exp.ope.n_users,
                                            "truth_users": exp.ope.truth_users},
         "timings": timer.as_dict(),  # seconds per stage (the report is written after this)
+        "jobs": {"workers": workers.n, "seconds": {k: round(v, 2) for k, v in workers.job_seconds.items()}},
     }
     atomic_write_json(out / "results.json", results)
     write_run_report(out, results, read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS))

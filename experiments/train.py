@@ -1,4 +1,6 @@
-"""Train one SB3 agent in the world its config names, with its sim-to-real learning curve.
+"""Train the SB3 agents, each in the world its config names, with its sim-to-real learning
+curve, and the supervised recommenders; every agent and recommender is one job on the run's
+``experiments.parallel.Workers``.
 
 Plain algorithms (everything but MaskablePPO) learn the business rules through a penalty:
 their env replaces a masked action by "no offer" and costs ``invalid_action_penalty``.
@@ -17,18 +19,42 @@ from envs.vector_env import CampaignVectorEnv
 from envs.world import World
 from experiments import config as config_module
 from experiments.collect import make_env_factory, rollout
+from experiments.parallel import Workers
+from recsys.data.replay import LoggedData
+from recsys.recommenders import Recommender, make_recommender
 
 log = logging.getLogger("campaign_gym")
 WorldFactory = Callable[[int], World]
 
 
+def train_agents(agent_worlds: dict[str, dict[str, WorldFactory]], config: config_module.Config, out: Path,
+                 workers: Workers) -> dict[str, Any]:
+    """Every agent named in ``agent_worlds`` (name -> its world factories), trained as one job
+    each; the models come back rebuilt from their final checkpoints."""
+    agents = {name: config.agents[name] for name in agent_worlds}
+    progress = config.experiment.progress and not workers.parallel
+    checkpoints = workers.gather({f"train_{name}": workers.submit(train_job, name, agent, agent_worlds[name], config,
+                                                                  out, progress)
+                                  for name, agent in agents.items()}, "agents", config.experiment.progress)
+    return {name: load_trained(agent, agent_worlds[name], config, checkpoints[f"train_{name}"])
+            for name, agent in agents.items()}
+
+
+def train_recommenders(train_data: LoggedData, validation: LoggedData, config: config_module.Config,
+                       workers: Workers) -> dict[str, Recommender]:
+    """Every configured recommender fitted on the same logs, one job each."""
+    configs = config.recommender.configs()
+    progress = config.experiment.progress and not workers.parallel
+    return workers.gather({name: workers.submit(make_recommender(name, configs.get(name)).fit, train_data, validation,
+                                                progress) for name in config.recommender.names},
+                          "recommenders", config.experiment.progress)
+
+
 def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str, WorldFactory],
-          config: config_module.Config, out: Path) -> Any:
-    """Build (or resume) and train one SB3 agent in ``world_factories[agent.train_world]``."""
-    campaign = config.campaign
-    if agent.algo != "maskable_ppo":
-        campaign = CampaignConfig(**{**vars(config.campaign), "invalid_action": "penalize"})
-    env = CampaignVectorEnv(world_factories[agent.train_world](agent.n_envs), campaign)
+          config: config_module.Config, out: Path, progress: bool | None = None) -> Any:
+    """Build (or resume) and train one SB3 agent in ``world_factories[agent.train_world]``;
+    its final checkpoint is ``final_checkpoint(out, name)``."""
+    env = CampaignVectorEnv(world_factories[agent.train_world](agent.n_envs), training_campaign(agent, config))
     model = build_agent(agent.algo, env, agent.hyperparams, agent.net_arch, config.experiment.seed,
                         out / "tensorboard")
     if agent.resume_from:  # weights only: nothing in the checkpoint is unpickled
@@ -36,8 +62,37 @@ def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str
     log.info("training %s for %d steps in the %s world", name, agent.total_timesteps, agent.train_world)
     callbacks = [PeriodicEvalCallback(evaluator(name, agent, world_factories, config), agent.eval_every)
                  ] if agent.eval_every else []
-    return train_agent(model, agent.total_timesteps, name, progress=config.experiment.progress, callbacks=callbacks,
+    progress = config.experiment.progress if progress is None else progress
+    return train_agent(model, agent.total_timesteps, name, progress=progress, callbacks=callbacks,
                        checkpoint_dir=out / "checkpoints", checkpoint_every=agent.checkpoint_every)
+
+
+def training_campaign(agent: config_module.AgentConfig, config: config_module.Config) -> CampaignConfig:
+    """The campaign an agent trains under: plain algorithms pay for masked actions."""
+    if agent.algo == "maskable_ppo":
+        return config.campaign
+    return CampaignConfig(**{**vars(config.campaign), "invalid_action": "penalize"})
+
+
+def final_checkpoint(out: Path, name: str) -> Path:
+    return out / "checkpoints" / f"{name}_final.zip"
+
+
+def train_job(name: str, agent: config_module.AgentConfig, world_factories: dict[str, WorldFactory],
+              config: config_module.Config, out: Path, progress: bool) -> Path:
+    """``train`` as a job for ``experiments.parallel.Workers``: the trained model stays where it
+    ran; the final checkpoint's path comes back (``load_trained`` rebuilds the model from it)."""
+    train(name, agent, world_factories, config, out, progress)
+    return final_checkpoint(out, name)
+
+
+def load_trained(agent: config_module.AgentConfig, world_factories: dict[str, WorldFactory],
+                 config: config_module.Config, checkpoint: Path) -> Any:
+    """The agent ``train_job`` trained: rebuilt from its config and its checkpoint's weights
+    (``resume_from_checkpoint``: nothing is unpickled), acting exactly as the trained one."""
+    env = CampaignVectorEnv(world_factories[agent.train_world](agent.n_envs), training_campaign(agent, config))
+    model = build_agent(agent.algo, env, agent.hyperparams, agent.net_arch, config.experiment.seed, None)
+    return resume_from_checkpoint(model, checkpoint)
 
 
 def evaluator(name: str, agent: config_module.AgentConfig, world_factories: dict[str, WorldFactory],

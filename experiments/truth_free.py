@@ -26,6 +26,7 @@ from agents.base import Policy, logged_action_probs
 from envs.vector_env import CampaignVectorEnv
 from experiments.ope.estimators import Estimator
 from experiments.ope.evaluate import estimate_all
+from experiments.parallel import Workers
 from recsys.data.replay import LoggedData
 from recsys.data.sequences import SequenceData
 from recsys.simulator.response_model import predict
@@ -130,17 +131,25 @@ def compare_sequences(real: dict[str, Any], simulated: dict[str, Any]) -> dict[s
 # ------------------------------------------------------------------------------- OPE on held-out logs
 def held_out_ope(policies: dict[str, Callable[[CampaignVectorEnv], Policy]], probe: Callable[[], CampaignVectorEnv],
                  logged: LoggedData, rewards: np.ndarray, q_hat: np.ndarray, estimators: list[Estimator],
-                 n_boot: int, level: float, seed: int) -> dict[str, Any]:
+                 n_boot: int, level: float, seed: int, workers: Workers | None = None) -> dict[str, Any]:
     """Every estimator for every policy on the held-out logged users (``probe()``: an env the
-    policies are built for); ``logged_value``: the logs' own mean return per user."""
-    out: dict[str, Any] = {"logged_value": bootstrap_mean(rewards.sum(axis=1), n_boot, level, seed).as_dict(),
-                           "policies": {}}
+    policies are built for), one job per policy; ``logged_value``: the logs' own mean return
+    per user."""
+    jobs = workers or Workers(1)
     kind = {e.name: e.kind for e in estimators}
-    for name, factory in policies.items():
-        pi = logged_action_probs(factory(probe()), logged)
-        est = estimate_all(logged, rewards, pi, q_hat, estimators, n_boot, level, seed)
-        out["policies"][name] = {e: {**iv.as_dict(), "target": kind[e]} for e, iv in est.items()}
-    return out
+    estimates = jobs.gather({name: jobs.submit(_policy_estimates, factory, probe, logged, rewards, q_hat, estimators,
+                                               n_boot, level, seed) for name, factory in policies.items()},
+                            "ope: held-out logs", progress=False)
+    return {"logged_value": bootstrap_mean(rewards.sum(axis=1), n_boot, level, seed).as_dict(),
+            "policies": {name: {e: {**iv.as_dict(), "target": kind[e]} for e, iv in estimates[name].items()}
+                         for name in policies}}
+
+
+def _policy_estimates(factory: Callable[[CampaignVectorEnv], Policy], probe: Callable[[], CampaignVectorEnv],
+                      logged: LoggedData, rewards: np.ndarray, q_hat: np.ndarray, estimators: list[Estimator],
+                      n_boot: int, level: float, seed: int) -> dict[str, Any]:
+    pi = logged_action_probs(factory(probe()), logged)
+    return estimate_all(logged, rewards, pi, q_hat, estimators, n_boot, level, seed)
 
 
 def ope_agreement(learned: dict[str, Any], ope: dict[str, Any], sequential: tuple[str, ...]) -> dict[str, Any]:

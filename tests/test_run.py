@@ -27,7 +27,7 @@ TINY = [
     "experiment=smoke", "experiment.progress=false",
     "experiment.evaluation.n_users=300", "experiment.evaluation.n_bootstrap=100",
     "experiment.ope.policies=[random,logging,ppo,recurrent_ppo,dqn,gru4rec_softmax,value_ranker,epsilon_greedy_frozen]",
-    "agents.ppo.eval_every=1024",
+    "agents.ppo.eval_every=1024", "experiment.workers=2",
 ]
 ESTIMATORS = {"dm", "ips", "snips", "dr", "sndr", "switch_dr", "dr_os", "pdis", "wdr", "fqe"}
 
@@ -151,9 +151,9 @@ def test_json_writer_turns_nan_and_numpy_into_plain_strict_json():
         json_bytes({"path": Path("x")})
 
 
-def test_same_seed_same_results(tiny_run, tmp_path):
-    out, _ = tiny_run
-    run_module.run(_compose(TINY), tmp_path)
+def test_same_seed_same_results_with_any_number_of_workers(tiny_run, tmp_path):
+    out, _ = tiny_run  # 2 worker processes; this run does every job inline, one after another
+    run_module.run(_compose([*TINY, "experiment.workers=1"]), tmp_path)
     first = json.loads((out / "results.json").read_text())
     second = json.loads((tmp_path / "results.json").read_text())
     assert first["worlds"] == second["worlds"]
@@ -252,8 +252,10 @@ def test_recommender_group_and_ope_validation_config_compose():
 def test_results_carry_seconds_per_stage(tiny_run):
     _, results = tiny_run
     timings = results["timings"]
-    stages = {"logs", "simulator", "recommenders", "evaluation", "ope"} | {
-        f"train_{a}" for a in results["config"]["experiment"]["agents"]}
-    assert set(timings) == stages | {"total"}
+    assert set(timings) == {"logs", "simulator", "recommenders", "agents", "evaluation", "ope", "total"}
     assert all(v >= 0 for v in timings.values())
     assert timings["total"] == pytest.approx(sum(v for k, v in timings.items() if k != "total"), abs=0.05)
+    jobs = results["jobs"]  # each parallel job's own seconds, where it ran
+    agents = results["config"]["experiment"]["agents"]
+    assert jobs["workers"] == 2 and {f"train_{a}" for a in agents} | {"user_gan"} <= set(jobs["seconds"])
+    assert sum(jobs["seconds"][f"train_{a}"] for a in agents) > 0

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
 
 from agents.base import Policy, logged_action_probs
 from envs.true_world import TrueWorld
@@ -45,6 +45,7 @@ from experiments.ope.evaluate import (
 )
 from experiments.ope.fqe import FQE
 from experiments.ope.registry import EstimatorConfig
+from experiments.parallel import Workers
 from recsys.data.replay import LoggedData
 from recsys.data.sequences import sequences_from_logs
 from recsys.stats import Interval, bootstrap_mean
@@ -55,44 +56,78 @@ PolicyFactory = Callable[[CampaignVectorEnv], Policy]
 
 def ope_study(
     config: Any, policies: dict[str, PolicyFactory], kinds: dict[str, str], draw_logs: Callable[[int], pa.Table],
-    reward_model: RewardModel, truth_users_from: int, progress: bool = False,
+    reward_model: RewardModel, truth_users_from: int, progress: bool = False, workers: Workers | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns (the ``ope`` section, a summary: which estimator to trust for which kind).
 
     ``draw_logs(d)``: the d-th independent logs table; ``kinds[name]``: the policy's group
-    in the summary (e.g. "RL agent", "recommender (greedy)")."""
+    in the summary (e.g. "RL agent", "recommender (greedy)"). Each policy's truth rollout and
+    each (draw, policy) estimation is one job on ``workers`` (inline without)."""
     ope, ev, seed = config.experiment.ope, config.experiment.evaluation, config.experiment.seed
     world, campaign = config.world, config.campaign
     make_env = make_env_factory(lambda n: TrueWorld(world, n_users=n), campaign)
     catalog = make_env(1).catalog
     probe = make_env(1)
-    estimators = EstimatorConfig(**vars(ope.estimators)).build(seed)
+    estimators = EstimatorConfig(**vars(ope.estimators))
+    jobs = workers or Workers(1)
 
-    truth = {name: bootstrap_mean(rollout(make_env, f, ope.truth_users, truth_users_from).ret, ev.n_bootstrap,
-                                  ev.ci_level, seed)
-             for name, f in tqdm(policies.items(), desc="ope: true values", disable=not progress)}
+    truth_jobs = {name: jobs.submit(_true_value, make_env, f, ope.truth_users, truth_users_from, ev.n_bootstrap,
+                                    ev.ci_level, seed) for name, f in policies.items()}
     per_draw: dict[str, list[dict[str, Interval]]] = {name: [] for name in policies}
     one_step: dict[str, list[float]] = {name: [] for name in policies}
     fqe_fits: dict[str, list[dict[str, Any]]] = {name: [] for name in policies}
-    for draw in tqdm(range(ope.draws), desc="ope: log draws", disable=not progress):
+    for draw in range(ope.draws):  # one draw's jobs at a time: each carries that draw's logs
         data = sequences_from_logs(draw_logs(draw), n_actions=catalog.n_actions)
         logged = LoggedData.replay(data, catalog, probe.world.profile_schema, campaign)
-        rewards = logged_rewards(campaign, catalog, data)
-        q_hat = reward_model(data)
         q_members = reward_model.members(data) if isinstance(reward_model, ResponseModelRewards) else []
-        q_true = oracle_rewards(world, catalog, campaign, data)
-        for name, factory in tqdm(policies.items(), desc=f"ope: draw {draw}", leave=False, disable=not progress):
-            pi = logged_action_probs(factory(CampaignVectorEnv(probe.world, campaign)), logged)
-            per_draw[name].append(estimate_all(logged, rewards, pi, q_hat, estimators, ope.n_bootstrap, ev.ci_level,
-                                               seed + draw, q_members))
-            fqe_fits[name] += [dict(e.diagnostics) for e in estimators if isinstance(e, FQE)]
-            exact = OPEData(actions=data.actions, rewards=rewards, propensities=data.propensity, mask=data.mask,
-                            pi=pi, q_hat=q_true)
-            one_step[name].append(float(DirectMethod().statistics(exact).mean()))
-    kind_of = {e.name: e.kind for e in estimators}
+        draw_data = _DrawData(logged, logged_rewards(campaign, catalog, data), reward_model(data), q_members,
+                              oracle_rewards(world, catalog, campaign, data))
+        estimates = jobs.gather({f"ope_{name}_draw_{draw}": jobs.submit(
+            _estimate_policy, factory, probe.world, campaign, draw_data, estimators, ope.n_bootstrap, ev.ci_level,
+            seed, seed + draw) for name, factory in policies.items()}, f"ope: draw {draw}", progress)
+        for name in policies:
+            intervals, fits, value = estimates[f"ope_{name}_draw_{draw}"]
+            per_draw[name].append(intervals)
+            fqe_fits[name] += fits
+            one_step[name].append(value)
+    truth = jobs.gather({f"ope_truth_{name}": f for name, f in truth_jobs.items()}, "ope: true values", progress)
+    truth = {name: truth[f"ope_truth_{name}"] for name in policies}
+    kind_of = {e.name: e.kind for e in estimators.build(seed)}
     section = {name: _policy_entry(truth[name], per_draw[name], one_step[name], kind_of, kinds.get(name, ""),
                                    fqe_fits[name]) for name in policies}
     return section, {**_summary(section, kind_of, ope.draws), "selection": _selection(truth, per_draw, kind_of)}
+
+
+@dataclass(frozen=True)
+class _DrawData:
+    """One draw of logs, as every policy's estimation reads it."""
+
+    logged: LoggedData
+    rewards: np.ndarray
+    q_hat: np.ndarray | None  # the reward model's expected reward per (user, step, action)
+    q_members: list[np.ndarray]  # per ensemble member (its fitting variance in the CIs)
+    q_true: np.ndarray  # the oracle's: the exact one-step value
+
+
+def _true_value(make_env: Callable[[int], CampaignVectorEnv], factory: PolicyFactory, n_users: int, first: int,
+                n_bootstrap: int, level: float, seed: int) -> Interval:
+    return bootstrap_mean(rollout(make_env, factory, n_users, first).ret, n_bootstrap, level, seed)
+
+
+def _estimate_policy(factory: PolicyFactory, world: Any, campaign: Any, draw: _DrawData,
+                     estimators: EstimatorConfig, n_bootstrap: int, level: float, seed: int, draw_seed: int,
+                     ) -> tuple[dict[str, Interval], list[dict[str, Any]], float]:
+    """(every estimator's interval, FQE's fitting diagnostics, the exact one-step value) of one
+    policy on one draw; fresh estimators, so a job's result cannot depend on an earlier one's."""
+    fitted = estimators.build(seed)
+    pi = logged_action_probs(factory(CampaignVectorEnv(world, campaign)), draw.logged)
+    intervals = estimate_all(draw.logged, draw.rewards, pi, draw.q_hat, fitted, n_bootstrap, level, draw_seed,
+                             draw.q_members)
+    d = draw.logged.data
+    exact = OPEData(actions=d.actions, rewards=draw.rewards, propensities=d.propensity, mask=d.mask, pi=pi,
+                    q_hat=draw.q_true)
+    return (intervals, [dict(e.diagnostics) for e in fitted if isinstance(e, FQE)],
+            float(DirectMethod().statistics(exact).mean()))
 
 
 def _policy_entry(truth: Interval, draws: list[dict[str, Interval]], one_step: list[float],

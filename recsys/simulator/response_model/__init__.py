@@ -26,7 +26,14 @@ prediction).
 
 from recsys.simulator.response_model.config import ENCODERS, HEADS, DataSpec, ResponseModelConfig
 from recsys.simulator.response_model.ensemble import EnsembleResponseModel, mean_prob_logits
-from recsys.simulator.response_model.fit import fit_response_model, predict, predict_all_actions
+from recsys.simulator.response_model.fit import (
+    assemble_response_model,
+    fit_member,
+    fit_response_model,
+    member_jobs,
+    predict,
+    predict_all_actions,
+)
 from recsys.simulator.response_model.network import (
     BaseResponseModel,
     LogisticResponseModel,
@@ -39,5 +46,6 @@ from recsys.simulator.response_model.network import (
 __all__ = [
     "ENCODERS", "HEADS", "BaseResponseModel", "DataSpec", "EnsembleResponseModel", "LogisticResponseModel", "ResponseModel",
     "ResponseModelConfig", "build_response_model", "fit_response_model", "load_response_model", "predict",
-    "mean_prob_logits", "predict_all_actions", "save_response_model",
+    "mean_prob_logits", "predict_all_actions", "save_response_model", "assemble_response_model", "fit_member",
+    "member_jobs",
 ]

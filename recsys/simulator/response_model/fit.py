@@ -78,6 +78,14 @@ def fit_response_model(
     USERS, drawn from ``numpy.random.default_rng((seed, k))``, with ``seed + k`` for its
     initial weights and batch order; all members share the data spec of the whole training
     set and the validation users (early stopping, recalibration)."""
+    return assemble_response_model([fit_member(*job) for job in member_jobs(train, validation, config, progress,
+                                                                            tensorboard_dir)])
+
+
+def member_jobs(train: SequenceData, validation: SequenceData, config: ResponseModelConfig | None = None,
+                progress: bool = True, tensorboard_dir: Path | None = None) -> list[tuple]:
+    """The independent ``fit_member`` calls of ``fit_response_model`` (one per member), so a
+    caller can run them in parallel and ``assemble_response_model`` their results."""
     config = config or ResponseModelConfig()
     if train.n_users < 10 or validation.n_users < 10:
         raise ValueError(
@@ -85,18 +93,23 @@ def fit_response_model(
         )
     spec = DataSpec.from_data(train)
     if config.ensemble_size == 1:
-        return _fit_one(train, validation, config, spec, progress, tensorboard_dir)
-    members = []
+        return [(train, validation, config, spec, progress, tensorboard_dir)]
+    jobs = []
     for k in range(config.ensemble_size):
         users = np.random.default_rng((config.seed, k)).integers(0, train.n_users, size=train.n_users)
-        members.append(_fit_one(
-            train.subset(users), validation, replace(config, ensemble_size=1, seed=config.seed + k), spec,
-            progress, None if tensorboard_dir is None else Path(tensorboard_dir) / f"member_{k}"))
-    return EnsembleResponseModel(members).eval()
+        jobs.append((train.subset(users), validation, replace(config, ensemble_size=1, seed=config.seed + k), spec,
+                     progress, None if tensorboard_dir is None else Path(tensorboard_dir) / f"member_{k}"))
+    return jobs
 
 
-def _fit_one(train: SequenceData, validation: SequenceData, config: ResponseModelConfig, spec: DataSpec,
-             progress: bool, tensorboard_dir: Path | None) -> BaseResponseModel:
+def assemble_response_model(members: list[BaseResponseModel]) -> BaseResponseModel | EnsembleResponseModel:
+    """The model of ``member_jobs``' fitted members: the member itself, or their ensemble."""
+    return members[0] if len(members) == 1 else EnsembleResponseModel(members).eval()
+
+
+def fit_member(train: SequenceData, validation: SequenceData, config: ResponseModelConfig, spec: DataSpec,
+               progress: bool, tensorboard_dir: Path | None) -> BaseResponseModel:
+    """One model (an ensemble member, or the whole model when K = 1), seeded by ``config.seed``."""
     torch.manual_seed(config.seed)
     model = build_response_model(spec, config)
     tr, va = _tensors(train), _tensors(validation)
