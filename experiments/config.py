@@ -43,6 +43,14 @@ def _constructor_arguments(algo: str) -> frozenset[str]:
     return frozenset(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "policy", "env"}
 
 
+def _policy_arguments(algo: str) -> frozenset[str]:
+    """The keyword arguments of the policy class ``agents.sb3.build_agent`` gives the algorithm
+    (``hyperparams.policy_kwargs`` is checked against them)."""
+    policy = ALGORITHMS[algo].policy_aliases["MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"]
+    return frozenset(inspect.signature(policy.__init__).parameters) - {"self", "observation_space", "action_space",
+                                                                       "lr_schedule", "net_arch"}
+
+
 USER_SOURCES = ("gan", "logged")
 
 
@@ -104,6 +112,11 @@ class AgentConfig:
         if unknown:
             raise ValueError(f"agent.hyperparams: {unknown} is not an argument of {ALGORITHMS[self.algo].__name__} "
                              "(check the spelling against the SB3 docs)")
+        policy_kwargs = self.hyperparams.get("policy_kwargs") or {}
+        unknown = sorted(set(policy_kwargs) - _policy_arguments(self.algo))
+        if unknown:
+            raise ValueError(f"agent.hyperparams.policy_kwargs: {unknown} is not an argument of "
+                             f"{ALGORITHMS[self.algo].__name__}'s policy (net_arch is agent.net_arch)")
         if self.resume_from is not None:
             check_checkpoint(self.resume_from)  # a 0-byte or foreign file fails now, not after the simulator
         self.train_world = str(self.train_world).lower()  # `train_world=true` arrives as the bool True
@@ -221,9 +234,9 @@ class ExperimentConfig:
     # own_logs: the pipeline on a user's own logs, no ground truth (experiments.own_logs)
     seed: int = 0
     torch_threads: int = 1  # two threads collapse under contention on small shared machines
-    # independent jobs (simulator fits, recommenders, agents, rollouts) run on this many worker
-    # processes (experiments.parallel); 0: one per available CPU. Results do not depend on it.
-    # Under a parallel sweep launcher, set 1 (the launcher already fills the cores).
+    # independent jobs (simulator fits, recommenders, agents, rollouts, OPE) run on this many
+    # worker processes, or as Ray tasks when Ray runs (experiments.parallel); 0: one per
+    # available CPU, 1 inside a parallel launcher's job. Results do not depend on it.
     workers: int = 0
     progress: bool = True
     logs: LogsConfig = field(default_factory=LogsConfig)

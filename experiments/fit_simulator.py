@@ -28,7 +28,7 @@ from experiments import config as config_module
 from experiments import setup_torch
 from experiments.collect import collect_logs, make_env_factory
 from experiments.fidelity import policy_fidelity, response_model_fidelity
-from experiments.parallel import Workers, available_cpus
+from experiments.parallel import Workers, worker_count
 from experiments.policies import fixed_policies
 from experiments.report.fidelity import fidelity_markdown
 from experiments.report.plots import plot_calibration, plot_marginals, plot_policy_values
@@ -61,15 +61,16 @@ def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset,
     members = {enc: member_jobs(train, validation, replace(sim.response_model, history_encoder=enc), progress,
                                 out / "tensorboard" / f"response_model_{enc}") for enc in encoders}
     train_profiles, heldout = data.split_profiles("train"), data.split_profiles("test")
-    futures = {f"response_model_{enc}" + (f"_member_{k}" if len(jobs) > 1 else ""): workers.submit(fit_member, *job)
-               for enc, jobs in members.items() for k, job in enumerate(jobs)}
-    futures["user_gan"] = workers.submit(fit_user_gan, train_profiles, replace(sim.user_gan, seed=seed), progress,
-                                         out / "tensorboard" / "user_gan")
+    # the GAN first: it is the longest single job, so the members fill the other workers around it
+    futures = {"user_gan": workers.submit(fit_user_gan, train_profiles, replace(sim.user_gan, seed=seed), progress,
+                                          out / "tensorboard" / "user_gan")}
+    futures.update({f"response_model_{enc}" + (f"_member_{k}" if len(jobs) > 1 else ""):
+                    workers.submit(fit_member, *job) for enc, jobs in members.items() for k, job in enumerate(jobs)})
     fitted = list(workers.gather(futures, "simulator", exp.progress).values())
+    gan, fitted = fitted[0], fitted[1:]
     models = {}
     for enc, jobs in members.items():
         models[enc], fitted = assemble_response_model(fitted[:len(jobs)]), fitted[len(jobs):]
-    gan = fitted[0]
 
     truth = data.from_world(config.world.seed)  # TrueWorld made these logs: truth-based checks apply
     oracle = (replay_oracle(config.world, test.user_ids, test.actions, test.click, test.conversion, test.mask)
@@ -123,7 +124,7 @@ def main(cfg: DictConfig) -> float:
     out = Path(HydraConfig.get().runtime.output_dir)
     data = LoggedDataset.from_table(collect_logs(config, config.experiment.progress),
                                     TrueWorld(config.world).catalog, config.experiment.seed)
-    with Workers(config.experiment.workers or available_cpus(), config.experiment.torch_threads) as workers:
+    with Workers(worker_count(config.experiment.workers), config.experiment.torch_threads, ray=True) as workers:
         _, fidelity = fit_simulator(config, out, data, workers)
     log.info("fidelity: %s", json_bytes({k: v for k, v in fidelity.items() if isinstance(v, float)}, indent=None).decode())
     return float(fidelity["click_auc"])

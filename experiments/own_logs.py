@@ -44,7 +44,7 @@ from experiments.fit_simulator import fit_simulator
 from experiments.learned_worlds import LearnedWorlds
 from experiments.ope.evaluate import ResponseModelRewards, logged_rewards
 from experiments.ope.registry import SEQUENTIAL_ESTIMATORS, EstimatorConfig
-from experiments.parallel import Workers, available_cpus
+from experiments.parallel import Workers, worker_count
 from experiments.policies import BANDITS, check_ope_policies, comparison_roster, ope_roster
 from experiments.report.fidelity import target_checks
 from experiments.report.own_logs import write_own_logs_report
@@ -140,7 +140,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     exp = config.experiment
     setup_torch(exp.torch_threads)
     check(config)
-    with Workers(exp.workers or available_cpus(), exp.torch_threads) as workers:
+    with Workers(worker_count(exp.workers), exp.torch_threads, ray=True) as workers:
         return _run(cfg, config, out, workers)
 
 
@@ -240,7 +240,7 @@ def _run(cfg: DictConfig, config: config_module.Config, out: Path, workers: Work
         "ope_agreement": agreement,
         "objective": float(learned_policies[first]["return"]["mean"]),  # what a sweep maximises
         "timings": timer.as_dict(),
-        "jobs": {"workers": workers.n, "seconds": {k: round(v, 2) for k, v in workers.job_seconds.items()}},
+        "jobs": {"workers": workers.n, "engine": workers.engine, "seconds": {k: round(v, 2) for k, v in workers.job_seconds.items()}},
     }
     atomic_write_json(out / "results.json", results)
     write_own_logs_report(out, results, read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS))

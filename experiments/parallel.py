@@ -42,6 +42,25 @@ from experiments import setup_torch
 log = logging.getLogger("campaign_gym")
 
 
+def worker_count(requested: int) -> int:
+    """``experiment.workers`` resolved: as set, or for 0 one per available CPU, except inside a
+    parallel Hydra launcher's job (joblib, submitit, Ray), where the launcher already fills the
+    cores and a second pool per job would only oversubscribe them."""
+    if requested:
+        return requested
+    return 1 if _in_parallel_sweep() else available_cpus()
+
+
+def _in_parallel_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return False
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg.mode == RunMode.MULTIRUN and "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", ""))
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask, not the machine's count)."""
     try:
@@ -103,6 +122,11 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(wait=True, kill_workers=True)
             self._pool = None
+
+    @property
+    def engine(self) -> str:
+        """Where jobs run: "ray" (tasks), "processes" (the pool) or "inline"."""
+        return "ray" if self._ray() is not None else "processes" if self.n > 1 else "inline"
 
     @property
     def parallel(self) -> bool:

@@ -36,7 +36,7 @@ from experiments.fit_simulator import fit_simulator
 from experiments.learned_worlds import LearnedWorlds, ablation, variants
 from experiments.ope.evaluate import ResponseModelRewards
 from experiments.ope.study import ope_study
-from experiments.parallel import Workers, available_cpus
+from experiments.parallel import Workers, worker_count
 from experiments.policies import ORACLES, check_ope_policies, comparison_roster, ope_roster
 from experiments.report.fidelity import target_checks
 from experiments.report.plots import read_scalars
@@ -62,7 +62,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     exp = config.experiment
     setup_torch(exp.torch_threads)
     check_ope_policies(config)
-    with Workers(exp.workers or available_cpus(), exp.torch_threads) as workers:
+    with Workers(worker_count(exp.workers), exp.torch_threads, ray=True) as workers:
         return _run(cfg, config, out, workers)
 
 
@@ -155,7 +155,7 @@ def _run(cfg: DictConfig, config: config_module.Config, out: Path, workers: Work
         "ope_validation": ope_summary and {**ope_summary, "n_users": exp.ope.n_users,
                                            "truth_users": exp.ope.truth_users},
         "timings": timer.as_dict(),  # seconds per stage (the report is written after this)
-        "jobs": {"workers": workers.n, "seconds": {k: round(v, 2) for k, v in workers.job_seconds.items()}},
+        "jobs": {"workers": workers.n, "engine": workers.engine, "seconds": {k: round(v, 2) for k, v in workers.job_seconds.items()}},
     }
     atomic_write_json(out / "results.json", results)
     write_run_report(out, results, read_scalars(out / "tensorboard", LEARNING_CURVE_TAGS))

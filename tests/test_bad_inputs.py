@@ -33,6 +33,7 @@ CONFIG_CASES = [
     (["world.incentive_max=1.5"], "world.incentive_max"),
     (["experiment.logs.n_users=20"], "experiment.logs.n_users"),
     (["+agents.ppo.hyperparams.n_stepz=3"], "agent.hyperparams"),
+    (["+agents.recurrent_ppo.hyperparams.policy_kwargs.lstm_hiden_size=8"], "agent.hyperparams.policy_kwargs"),
     (["agents.ppo.resume_from=/nonexistent/ppo.zip"], "agent.resume_from"),
     (["campaign.invalid_action_penalty=-5"], "campaign.invalid_action_penalty"),
     (["campaign.reward=weighted", "campaign.reward_weights={click: 0, conversion: 0, profit: 0}"],

@@ -20,6 +20,7 @@ from envs.campaign import CampaignConfig
 from envs.true_world import TrueWorld
 from envs.vector_env import CampaignVectorEnv
 from experiments import run as run_module
+from experiments.parallel import available_cpus
 from recsys.artifacts import json_bytes
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
@@ -202,12 +203,13 @@ def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_pa
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
 def test_multirun_over_seeds(tmp_path, launcher):
     cmd = [sys.executable, "-m", "experiments.run", "-m", *TINY, *launcher, "experiment.seed=0,1",
-           f"hydra.sweep.dir={tmp_path}"]
+           "experiment.workers=0", f"hydra.sweep.dir={tmp_path}"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent, timeout=600)
-    results = sorted(tmp_path.rglob("results.json"))
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.rglob("results.json"))]
     assert len(results) == 2
-    seeds = {json.loads(p.read_text())["config"]["experiment"]["seed"] for p in results}
-    assert seeds == {0, 1}
+    assert {r["config"]["experiment"]["seed"] for r in results} == {0, 1}
+    # workers=0: one per CPU, but one inside a parallel launcher's job (the launcher fills the cores)
+    assert {r["jobs"]["workers"] for r in results} == {1 if launcher else available_cpus()}
 
 
 def test_fit_simulator_rejects_too_few_users_and_malformed_logs(tmp_path):
@@ -259,3 +261,7 @@ def test_results_carry_seconds_per_stage(tiny_run):
     agents = results["config"]["experiment"]["agents"]
     assert jobs["workers"] == 2 and {f"train_{a}" for a in agents} | {"user_gan"} <= set(jobs["seconds"])
     assert sum(jobs["seconds"][f"train_{a}"] for a in agents) > 0
+    assert jobs["engine"] == "processes"
+    report = (tiny_run[0] / "report.md").read_text().split("## Parallel jobs")[1]
+    longest = max(jobs["seconds"], key=jobs["seconds"].get)
+    assert "on 2 worker(s) (processes)" in report and longest in report.split("\n| ")[2]  # largest first

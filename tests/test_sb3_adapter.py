@@ -204,3 +204,15 @@ def test_reward_scale_scales_only_what_the_learner_sees_and_survives_resume(tmp_
     assert not isinstance(plain.env, ScaledReward) and plain.reward_scale == 1.0
     with pytest.raises(ValueError, match="reward_scale=0.1"):  # resumed with another config: refused
         resume_from_checkpoint(plain, tmp_path / "dqn.zip")
+
+
+def test_policy_kwargs_reach_the_policy_beside_net_arch():
+    """``hyperparams.policy_kwargs`` (e.g. the LSTM size conf/agent/recurrent_ppo.yaml sets) is
+    merged with ``net_arch``, not replaced by it."""
+    from agents.sb3.algorithms import build_agent
+
+    env = CampaignVectorEnv(TrueWorld(n_users=4), CampaignConfig(invalid_action="penalize"))
+    model = build_agent("recurrent_ppo", env, {"n_steps": 8, "batch_size": 32, "policy_kwargs": {"lstm_hidden_size": 8}},
+                        [16], 0, None)
+    assert model.policy.lstm_actor.hidden_size == 8
+    assert model.policy.net_arch == [16]

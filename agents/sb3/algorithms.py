@@ -70,14 +70,16 @@ def build_agent(
 ) -> BaseAlgorithm:
     """An untrained SB3 model on the batched env (wrapped for SB3 and monitored). Every
     hyperparameter goes to the SB3 constructor except ``reward_scale`` (see ``ScaledReward``;
-    kept on the model, so a resumed model trains on the same scale)."""
+    kept on the model, so a resumed model trains on the same scale); ``policy_kwargs`` there
+    joins ``net_arch`` (e.g. ``lstm_hidden_size`` for RecurrentPPO)."""
     params = dict(hyperparams)
     reward_scale = float(params.pop("reward_scale", 1.0))
+    policy_kwargs = {**dict(params.pop("policy_kwargs", None) or {}), "net_arch": list(net_arch)}
     policy = "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
     model = algorithm_class(algo)(
         policy,
         _wrap(env, reward_scale),
-        policy_kwargs={"net_arch": list(net_arch)},
+        policy_kwargs=policy_kwargs,
         tensorboard_log=str(tensorboard_dir) if tensorboard_dir else None,
         seed=seed,
         verbose=0,

@@ -17,7 +17,7 @@ import numpy as np
 from experiments.report.html import Section, write_report
 from experiments.report.markdown import MISSING, interval, num, pct, table
 from experiments.report.plots import Curves, plot_learning_curves, plot_policy_metrics, plt, save_figure
-from experiments.report.run import recommenders_md, timings_md
+from experiments.report.run import jobs_md, recommenders_md, timings_md
 from experiments.report.tables import TABLES_LINK, markdown_table, policy_columns, write_policy_tables
 
 CANNOT_CLAIM = """Without a ground truth this run **cannot** show:
@@ -221,6 +221,8 @@ def own_logs_sections(results: Mapping[str, Any], has_curves: bool) -> list[Sect
                                       else "")),
                  ("Setup and data", setup_md(results)),
                  ("Stage timings (wall-clock seconds on this machine)", timings_md(results["timings"]))]
+    if results.get("jobs"):
+        sections.append(("Parallel jobs (seconds each took where it ran)", jobs_md(results["jobs"])))
     return sections
 
 

@@ -258,7 +258,17 @@ def run_sections(results: Mapping[str, Any], has_curves: bool) -> list[Section]:
     sections.append(("Setup and logged data", setup_md(results)))
     if results.get("timings"):
         sections.append(("Stage timings (wall-clock seconds on this machine)", timings_md(results["timings"])))
+    if results.get("jobs"):
+        sections.append(("Parallel jobs (seconds each took where it ran)", jobs_md(results["jobs"])))
     return sections
+
+
+def jobs_md(jobs: Mapping[str, Any]) -> str:
+    """Each job's own seconds, largest first: the long poles a stage waits for."""
+    seconds = sorted(jobs["seconds"].items(), key=lambda kv: -kv[1])
+    head = (f"{len(seconds)} jobs on {jobs['workers']} worker(s) ({jobs.get('engine', 'processes')}), "
+            f"{num(sum(v for _, v in seconds))} job-seconds in all.\n\n")
+    return head + table(["job", "seconds"], [[k, num(v)] for k, v in seconds])
 
 
 def timings_md(timings: Mapping[str, float]) -> str:
