@@ -1,6 +1,7 @@
 """Where does PPO's learn() time go? Share of wall time spent stepping the env, and env-steps/s.
 
     python -m benchmarks.training [--steps 131072] [--world learned|true]
+                                  [--ensemble-size 5 --reward-penalty 1 --threshold 0.39 --halt]
 
 Prints ONE JSON object. Uses the default agent config (``conf/agent/ppo.yaml``) on the
 batched env. The env time is measured by a ``VecEnvWrapper`` around the SB3 adapter
@@ -11,6 +12,10 @@ default architecture (same cost per step as a fitted one) unless --simulator-dir
 heads are shifted (Platt shift) to TrueWorld's logged base rates of click, conversion and churn,
 so users churn and autoreset about as often as in a fitted simulator (``--stand-in raw`` keeps
 the raw untrained heads: p = 0.5 each, half the users churn every step, 3-7x more resets).
+``--ensemble-size K`` makes the stand-in K untrained members (seeds 0..K-1, one batched forward),
+and ``--reward-penalty``, ``--threshold``, ``--halt``, ``--member-per-user`` switch on the
+pessimism of ``conf/simulator/`` (envs.pessimism), so the cost of the sim-to-real simulator is
+measured, not guessed.
 """
 
 from __future__ import annotations
@@ -34,7 +39,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n-steps", type=int, default=None, help="override the config's n_steps")
     p.add_argument("--stand-in", choices=("calibrated", "raw"), default="calibrated",
                    help="untrained response model: heads at TrueWorld's base rates, or raw (p = 0.5)")
+    p.add_argument("--ensemble-size", type=int, default=1, help="stand-in response-model members (K)")
+    p.add_argument("--reward-penalty", type=float, default=0.0, help="MOPO lambda (needs K >= 2)")
+    p.add_argument("--threshold", type=float, default=None, help="u above which a step is uncertain")
+    p.add_argument("--halt", action="store_true", help="MOReL: halt users above --threshold")
+    p.add_argument("--member-per-user", action="store_true")
     args = p.parse_args(argv)
+    if args.ensemble_size < 1:
+        p.error("--ensemble-size: must be >= 1")
+    if args.simulator_dir and args.ensemble_size > 1:
+        p.error("--ensemble-size: a fitted simulator brings its own members; drop one of the two options")
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
     import torch
@@ -44,9 +58,12 @@ def main(argv: list[str] | None = None) -> dict:
     from agents.sb3 import algorithm_class
     from benchmarks.throughput import _learned_world_factory
     from envs.campaign import CampaignConfig
+    from envs.learned_world import LearnedWorld
+    from envs.pessimism import Pessimism
     from envs.sb3 import SB3VecEnv
     from envs.true_world import TrueWorld, TrueWorldConfig
     from envs.vector_env import CampaignVectorEnv
+    from recsys.simulator.response_model import EnsembleResponseModel, build_response_model
 
     torch.set_num_threads(args.threads)
     agent = OmegaConf.to_container(OmegaConf.load(_CONF))
@@ -78,14 +95,24 @@ def main(argv: list[str] | None = None) -> dict:
             return out
 
     world_config = TrueWorldConfig()
-    factory = (_learned_world_factory(args.simulator_dir, world_config) if args.world == "learned"
-               else lambda n: TrueWorld(world_config, n_users=n))
-    world = factory(agent["n_envs"])
-    rates = None
-    if args.world == "learned" and not args.simulator_dir and args.stand_in == "calibrated":
-        rates = _truth_base_rates(world_config)
-        with torch.no_grad():
-            world.model.calib_shift.copy_(torch.logit(torch.tensor(rates, dtype=torch.float32)))
+    pessimism = Pessimism(args.reward_penalty, args.threshold, args.halt, 0.0, args.member_per_user)
+    rates = (_truth_base_rates(world_config) if args.world == "learned" and not args.simulator_dir
+             and args.stand_in == "calibrated" else None)
+    if args.world == "true":
+        world = TrueWorld(world_config, n_users=agent["n_envs"])
+    else:
+        base = _learned_world_factory(args.simulator_dir, world_config)(1)
+        model = base.model
+        if not args.simulator_dir:
+            members = [model]
+            for k in range(1, args.ensemble_size):
+                torch.manual_seed(k)
+                members.append(build_response_model(model.spec, model.config).eval())
+            for member in members if rates else []:
+                with torch.no_grad():
+                    member.calib_shift.copy_(torch.logit(torch.tensor(rates, dtype=torch.float32)))
+            model = EnsembleResponseModel(members, batched="fused") if len(members) > 1 else members[0]
+        world = LearnedWorld(model, base.sampler, base.catalog, agent["n_envs"], pessimism)
     env = CampaignVectorEnv(world, CampaignConfig(invalid_action="penalize"))
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -107,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         "env_steps_per_s": model.num_timesteps / wall,
         "resets_per_env_step": Timed.resets / model.num_timesteps,
         "stand_in": None if args.world == "true" or args.simulator_dir else args.stand_in,
+        "ensemble_size": int(getattr(world, "n_members", 1)),
+        "pessimism": None if args.world == "true" else vars(pessimism),
         "stand_in_base_rates": None if rates is None else dict(zip(("click", "convert_given_click", "churn"), rates, strict=True)),
         "target": {"env_share_of_learn": 0.2},
         "method": __doc__.split("\n\n")[2].replace("\n", " "),

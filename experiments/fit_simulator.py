@@ -14,7 +14,7 @@ TrueWorld: fixed policies in both worlds with paired users; (6) ``fidelity.json`
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from experiments import config as config_module
 from experiments import setup_torch
 from experiments.collect import collect_logs, make_env_factory
 from experiments.fidelity import policy_fidelity, response_model_fidelity
-from experiments.parallel import Workers, worker_count
+from experiments.parallel import Workers, longest_first, worker_count
 from experiments.policies import fixed_policies
 from experiments.report.fidelity import fidelity_markdown
 from experiments.report.plots import plot_calibration, plot_marginals, plot_policy_values
@@ -45,32 +45,60 @@ config_module.register()
 
 def fit_simulator(config: config_module.Config, out: Path, data: LoggedDataset,
                   workers: Workers | None = None) -> tuple[Path, dict[str, Any]]:
-    """Fit and judge the simulator; returns its artifact directory and the fidelity dict.
-    The response models' members and the GAN are independent jobs on ``workers``."""
+    """Fit and judge the simulator; returns its artifact directory and the fidelity dict."""
+    return queue_simulator(config, out, data, workers).finish()
+
+
+@dataclass
+class QueuedSimulator:
+    """The simulator's fits, queued on the workers (jobs queued after them run while
+    ``finish`` judges the fitted simulator here)."""
+
+    config: config_module.Config
+    out: Path
+    data: LoggedDataset
+    workers: Workers
+    encoders: dict[str, list[str]]  # history encoder -> the job names of its members
+    futures: dict[str, Any]
+
+    def finish(self) -> tuple[Path, dict[str, Any]]:
+        """Gather the fits, save the simulator and judge it; (artifact directory, fidelity)."""
+        return _judged(self, self.workers.gather(self.futures, "simulator", self.config.experiment.progress))
+
+
+def queue_simulator(config: config_module.Config, out: Path, data: LoggedDataset,
+                    workers: Workers | None = None) -> QueuedSimulator:
+    """Queue the simulator's fits as jobs on ``workers``: every member of the response models
+    (main + ablation, same code and data) and the user GAN, longest first."""
     sim, exp = config.simulator, config.experiment
-    seed, workers = exp.seed, workers or Workers(1, exp.torch_threads)
+    workers = workers or Workers(1, exp.torch_threads)
     progress = exp.progress and not workers.parallel  # each job's own bars; else one bar over the jobs
     # (1) split by user
-    train, validation, test = (data.split(s) for s in ("train", "validation", "test"))
-    log.info("users: %d train, %d validation, %d test", train.n_users, validation.n_users, test.n_users)
-
-    # (2) response models (main + ablation, same code and data; every ensemble member a job)
-    #     and (3) the user GAN on the training users' profiles
+    train, validation = data.split("train"), data.split("validation")
+    log.info("users: %d train, %d validation, %d test", train.n_users, validation.n_users, data.split("test").n_users)
+    # (2) response models and (3) the user GAN on the training users' profiles
     main = sim.response_model.history_encoder
-    encoders = [main] + [e for e in sim.ablation if e != main]
-    members = {enc: member_jobs(train, validation, replace(sim.response_model, history_encoder=enc), progress,
-                                out / "tensorboard" / f"response_model_{enc}") for enc in encoders}
+    jobs = {"user_gan": (fit_user_gan, data.split_profiles("train"), replace(sim.user_gan, seed=exp.seed), progress,
+                         out / "tensorboard" / "user_gan")}
+    encoders = {}
+    for enc in [main] + [e for e in sim.ablation if e != main]:
+        members = member_jobs(train, validation, replace(sim.response_model, history_encoder=enc), progress,
+                              out / "tensorboard" / f"response_model_{enc}")
+        encoders[enc] = [f"response_model_{enc}" + (f"_member_{k}" if len(members) > 1 else "")
+                         for k in range(len(members))]
+        jobs.update({name: (fit_member, *job) for name, job in zip(encoders[enc], members, strict=True)})
+    futures = {name: workers.submit(*jobs[name]) for name in longest_first(jobs)}
+    return QueuedSimulator(config, out, data, workers, encoders, futures)
+
+
+def _judged(queued: QueuedSimulator, fitted: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    config, out, data, workers = queued.config, queued.out, queued.data, queued.workers
+    sim, seed = config.simulator, config.experiment.seed
+    train, validation, test = (data.split(s) for s in ("train", "validation", "test"))
+    main = sim.response_model.history_encoder
+    gan = fitted["user_gan"]
+    models = {enc: assemble_response_model([fitted[name] for name in names]) for enc, names in queued.encoders.items()}
     train_profiles, heldout = data.split_profiles("train"), data.split_profiles("test")
-    # the GAN first: it is the longest single job, so the members fill the other workers around it
-    futures = {"user_gan": workers.submit(fit_user_gan, train_profiles, replace(sim.user_gan, seed=seed), progress,
-                                          out / "tensorboard" / "user_gan")}
-    futures.update({f"response_model_{enc}" + (f"_member_{k}" if len(jobs) > 1 else ""):
-                    workers.submit(fit_member, *job) for enc, jobs in members.items() for k, job in enumerate(jobs)})
-    fitted = list(workers.gather(futures, "simulator", exp.progress).values())
-    gan, fitted = fitted[0], fitted[1:]
-    models = {}
-    for enc, jobs in members.items():
-        models[enc], fitted = assemble_response_model(fitted[:len(jobs)]), fitted[len(jobs):]
 
     truth = data.from_world(config.world.seed)  # TrueWorld made these logs: truth-based checks apply
     oracle = (replay_oracle(config.world, test.user_ids, test.actions, test.click, test.conversion, test.mask)

@@ -32,7 +32,7 @@ from experiments.aggregate import retire_previous_results, write_failure_marker
 from experiments.artifacts import StageTimer, provenance
 from experiments.collect import collect_logs
 from experiments.evaluate import best_baseline, best_sim_trained_agent, evaluate_worlds, sim_to_real
-from experiments.fit_simulator import fit_simulator
+from experiments.fit_simulator import queue_simulator
 from experiments.learned_worlds import LearnedWorlds, ablation, variants
 from experiments.ope.evaluate import ResponseModelRewards
 from experiments.ope.study import ope_study
@@ -42,13 +42,14 @@ from experiments.report.fidelity import target_checks
 from experiments.report.plots import read_scalars
 from experiments.report.run import write_run_report
 from experiments.segments import segment_comparison
-from experiments.train import train_agents, train_recommenders
+from experiments.train import gather_recommenders, queue_recommenders, train_agents
 from recsys.artifacts import atomic_write_json
 from recsys.data.dataset import LoggedDataset
 from recsys.data.io import write_logs
 from recsys.data.splits import SPLITS
 from recsys.recommenders import evaluate_recommenders
 from recsys.simulator.io import load_simulator
+from recsys.simulator.response_model import DataSpec
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
@@ -77,21 +78,26 @@ def _run(cfg: DictConfig, config: config_module.Config, out: Path, workers: Work
         data = LoggedDataset.from_table(collect_logs(config, exp.progress), TrueWorld(config.world).catalog, seed)
         write_logs(data.table, out / "logs.parquet", validate=False)
 
-    # 2. The learned simulator, fitted on the logs only and judged against the truth.
-    with timer.stage("simulator"):
-        sim_dir, fidelity = fit_simulator(config, out, data, workers)
+    # 2-3. The learned simulator, fitted on the logs only and judged against the truth, and the
+    #      supervised recommenders, trained on the logs only (features = the replayed
+    #      observations); their fits queue behind the simulator's, so they run while it is judged.
+    with timer.stage("simulator_and_recommenders"):
+        queued = queue_simulator(config, out, data, workers)
+        schema = DataSpec.from_data(data.split("train")).profile_schema  # what the simulator exposes
+        logged = {split: data.replayed(split, schema, config.campaign) for split in SPLITS}
+        pending = queue_recommenders(logged["train"], logged["validation"], config, workers)
+        sim_dir, fidelity = queued.finish()
+        recommenders = gather_recommenders(pending, config, workers)
+        offline = evaluate_recommenders(recommenders, logged["test"])
     # Its learned worlds: the shipped one (simulator.learned_world: users, pessimism) is what
     # agents train in and what the "learned" column reports; an agent may set its own.
     learned = load_simulator(sim_dir, n_users=1)
+    if learned.profile_schema != schema:
+        raise RuntimeError("simulator: its saved profile schema differs from the training split's "
+                           "(the recommenders' features would not match the env's); please report this")
     learned_worlds = LearnedWorlds(learned, data, config.campaign)
     world_factories = {"true": lambda n: TrueWorld(config.world, n_users=n),
                        "learned": learned_worlds.factory(config.simulator.learned_world)}
-
-    # 3. Supervised recommenders, trained on the logs only (features = the replayed observations).
-    with timer.stage("recommenders"):
-        logged = {split: data.replayed(split, learned.profile_schema, config.campaign) for split in SPLITS}
-        recommenders = train_recommenders(logged["train"], logged["validation"], config, workers)
-        offline = evaluate_recommenders(recommenders, logged["test"])
 
     # 4. Every agent on the batched env of its training world (each a job; the trained model is
     #    rebuilt here from its final checkpoint).

@@ -19,7 +19,7 @@ from envs.vector_env import CampaignVectorEnv
 from envs.world import World
 from experiments import config as config_module
 from experiments.collect import make_env_factory, rollout
-from experiments.parallel import Workers
+from experiments.parallel import Workers, longest_first
 from recsys.data.replay import LoggedData
 from recsys.recommenders import Recommender, make_recommender
 
@@ -33,9 +33,11 @@ def train_agents(agent_worlds: dict[str, dict[str, WorldFactory]], config: confi
     each; the models come back rebuilt from their final checkpoints."""
     agents = {name: config.agents[name] for name in agent_worlds}
     progress = config.experiment.progress and not workers.parallel
-    checkpoints = workers.gather({f"train_{name}": workers.submit(train_job, name, agent, agent_worlds[name], config,
-                                                                  out, progress)
-                                  for name, agent in agents.items()}, "agents", config.experiment.progress)
+    queued = {job: workers.submit(train_job, job.removeprefix("train_"), agents[job.removeprefix("train_")],
+                                  agent_worlds[job.removeprefix("train_")], config, out, progress)
+              for job in longest_first(f"train_{name}" for name in agents)}
+    checkpoints = workers.gather({f"train_{name}": queued[f"train_{name}"] for name in agents}, "agents",
+                                 config.experiment.progress)
     return {name: load_trained(agent, agent_worlds[name], config, checkpoints[f"train_{name}"])
             for name, agent in agents.items()}
 
@@ -43,11 +45,22 @@ def train_agents(agent_worlds: dict[str, dict[str, WorldFactory]], config: confi
 def train_recommenders(train_data: LoggedData, validation: LoggedData, config: config_module.Config,
                        workers: Workers) -> dict[str, Recommender]:
     """Every configured recommender fitted on the same logs, one job each."""
+    return gather_recommenders(queue_recommenders(train_data, validation, config, workers), config, workers)
+
+
+def queue_recommenders(train_data: LoggedData, validation: LoggedData, config: config_module.Config,
+                       workers: Workers) -> dict[str, Any]:
+    """The recommenders' fits queued on ``workers`` (longest first); ``gather_recommenders``
+    collects them, in the configured order."""
     configs = config.recommender.configs()
     progress = config.experiment.progress and not workers.parallel
-    return workers.gather({name: workers.submit(make_recommender(name, configs.get(name)).fit, train_data, validation,
-                                                progress) for name in config.recommender.names},
-                          "recommenders", config.experiment.progress)
+    queued = {name: workers.submit(make_recommender(name, configs.get(name)).fit, train_data, validation, progress)
+              for name in longest_first(config.recommender.names)}
+    return {name: queued[name] for name in config.recommender.names}
+
+
+def gather_recommenders(queued: dict[str, Any], config: config_module.Config, workers: Workers) -> dict[str, Recommender]:
+    return workers.gather(queued, "recommenders", config.experiment.progress)
 
 
 def train(name: str, agent: config_module.AgentConfig, world_factories: dict[str, WorldFactory],

@@ -63,3 +63,10 @@ def test_gather_returns_named_results_in_order_with_each_jobs_seconds():
 def test_zero_or_negative_workers_is_a_config_error():
     with pytest.raises(ValueError, match="experiment.workers"):
         Workers(0)
+
+
+def test_jobs_are_queued_longest_first_and_unknown_ones_keep_their_order():
+    from experiments.parallel import longest_first
+
+    names = ["mf", "train_sac", "response_model_gru_member_1", "user_gan", "train_td3", "train_ppo"]
+    assert longest_first(names) == ["user_gan", "response_model_gru_member_1", "train_ppo", "mf", "train_sac", "train_td3"]

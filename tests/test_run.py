@@ -254,7 +254,7 @@ def test_recommender_group_and_ope_validation_config_compose():
 def test_results_carry_seconds_per_stage(tiny_run):
     _, results = tiny_run
     timings = results["timings"]
-    assert set(timings) == {"logs", "simulator", "recommenders", "agents", "evaluation", "ope", "total"}
+    assert set(timings) == {"logs", "simulator_and_recommenders", "agents", "evaluation", "ope", "total"}
     assert all(v >= 0 for v in timings.values())
     assert timings["total"] == pytest.approx(sum(v for k, v in timings.items() if k != "total"), abs=0.05)
     jobs = results["jobs"]  # each parallel job's own seconds, where it ran
