@@ -255,19 +255,15 @@ def _ensemble_vs_single(learned, n: int, campaign, pool, seconds: float, seed: i
     K = 5 ensemble (batched "fused", the default for GRU members, and "vmap") vs with its
     first member alone. Members 1..4 are untrained copies of the architecture (seeds 1..4):
     the cost of a step does not depend on the weights."""
-    import torch
     from gymnasium.vector import AutoresetMode
 
     from envs import CampaignVectorEnv
     from envs.learned_world import LearnedWorld
-    from recsys.simulator.response_model import EnsembleResponseModel, build_response_model
+    from recsys.simulator.response_model import EnsembleResponseModel
 
     base = learned(1)
     single = base.model.members[0] if isinstance(base.model, EnsembleResponseModel) else base.model
-    members = [single]
-    for k in range(1, _ENSEMBLE_SIZE):
-        torch.manual_seed(seed + k)
-        members.append(build_response_model(single.spec, single.config).eval())
+    members = stand_in_members(single, _ENSEMBLE_SIZE, seed)
     models = {"single": single, "ensemble": EnsembleResponseModel(members, batched="fused"),
               "ensemble_vmap": EnsembleResponseModel(members, batched="vmap")}
     acts, results, step_ms = pool(n), {}, {}
@@ -280,6 +276,20 @@ def _ensemble_vs_single(learned, n: int, campaign, pool, seconds: float, seed: i
         step_ms[name] = 1000 * r["seconds"] / r["step_calls"]
     return {"results": results, "step_ms": {**step_ms, "num_envs": n, "ensemble_size": _ENSEMBLE_SIZE},
             "ratio": step_ms["ensemble"] / step_ms["single"]}
+
+
+def stand_in_members(first, k: int, seed: int = 0) -> list:
+    """``first`` and k - 1 untrained copies of its architecture (seeds seed+1..seed+k-1): an
+    ensemble costs the same per step whatever its weights."""
+    import torch
+
+    from recsys.simulator.response_model import build_response_model
+
+    members = [first]
+    for j in range(1, k):
+        torch.manual_seed(seed + j)
+        members.append(build_response_model(first.spec, first.config).eval())
+    return members
 
 
 def _raw_step(world, action_pool):

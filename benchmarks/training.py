@@ -56,14 +56,14 @@ def main(argv: list[str] | None = None) -> dict:
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
     from agents.sb3 import algorithm_class
-    from benchmarks.throughput import _learned_world_factory
+    from benchmarks.throughput import _learned_world_factory, stand_in_members
     from envs.campaign import CampaignConfig
     from envs.learned_world import LearnedWorld
     from envs.pessimism import Pessimism
     from envs.sb3 import SB3VecEnv
     from envs.true_world import TrueWorld, TrueWorldConfig
     from envs.vector_env import CampaignVectorEnv
-    from recsys.simulator.response_model import EnsembleResponseModel, build_response_model
+    from recsys.simulator.response_model import EnsembleResponseModel
 
     torch.set_num_threads(args.threads)
     agent = OmegaConf.to_container(OmegaConf.load(_CONF))
@@ -104,10 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
         base = _learned_world_factory(args.simulator_dir, world_config)(1)
         model = base.model
         if not args.simulator_dir:
-            members = [model]
-            for k in range(1, args.ensemble_size):
-                torch.manual_seed(k)
-                members.append(build_response_model(model.spec, model.config).eval())
+            members = stand_in_members(model, args.ensemble_size)
             for member in members if rates else []:
                 with torch.no_grad():
                     member.calib_shift.copy_(torch.logit(torch.tensor(rates, dtype=torch.float32)))
