@@ -152,9 +152,10 @@ def test_a_simulator_catalog_that_is_not_json_names_the_file(tmp_path):
     (lambda: ResponseModelConfig(hidden_dim="sixty-four"), "response_model.hidden_dim"),
     (lambda: ResponseModelConfig(lr=float("nan")), "response_model.lr"),
     (lambda: ResponseModelConfig(max_seconds=0.0), "response_model.max_seconds"),
+    (lambda: ResponseModelConfig(min_steps_per_epoch=0), "response_model.min_steps_per_epoch"),
     (lambda: TrueWorldConfig(n_offers=2.5), "world.n_offers"),
     (lambda: CampaignConfig(horizon=True), "campaign.horizon"),
-], ids=["string width", "nan learning rate", "zero time cap", "fractional offers", "bool horizon"])
+], ids=["string width", "nan learning rate", "zero time cap", "zero steps an epoch", "fractional offers", "bool horizon"])
 def test_config_fields_of_the_wrong_type_name_the_field(make, field):
     with pytest.raises(ValueError, match=field):
         make()

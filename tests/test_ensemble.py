@@ -121,3 +121,19 @@ def test_learned_world_on_the_ensemble_passes_the_env_checker(ensemble, data, tm
         assert np.isfinite(reward)
         if terminated or truncated:
             break
+
+
+def test_small_logs_train_in_smaller_batches_and_the_saved_config_says_so(data, ensemble):
+    """An epoch of fewer than ``min_steps_per_epoch`` gradient steps leaves the model
+    undertrained when early stopping judges it (MovieLens: 3 steps an epoch at 256 users)."""
+    import math
+    from dataclasses import replace
+
+    from recsys.simulator.response_model.fit import batch_size_for
+
+    _, train, _ = data
+    expected = math.ceil(train.n_users / TINY_ENSEMBLE.min_steps_per_epoch)
+    assert expected < TINY_ENSEMBLE.batch_size
+    assert all(m.config.batch_size == expected for m in ensemble.members)
+    assert batch_size_for(TINY_ENSEMBLE, TINY_ENSEMBLE.batch_size * TINY_ENSEMBLE.min_steps_per_epoch) == 256
+    assert batch_size_for(replace(TINY_ENSEMBLE, min_steps_per_epoch=1), train.n_users) == 256

@@ -8,6 +8,7 @@ best epoch's weights, then fits each head's Platt recalibration on the validatio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +93,7 @@ def member_jobs(train: SequenceData, validation: SequenceData, config: ResponseM
             f"logs: need at least 10 training and 10 validation users, got {train.n_users} and {validation.n_users}"
         )
     spec = DataSpec.from_data(train)
+    config = replace(config, batch_size=batch_size_for(config, train.n_users))  # saved with the model
     if config.ensemble_size == 1:
         return [(train, validation, config, spec, progress, tensorboard_dir)]
     jobs = []
@@ -100,6 +102,13 @@ def member_jobs(train: SequenceData, validation: SequenceData, config: ResponseM
         jobs.append((train.subset(users), validation, replace(config, ensemble_size=1, seed=config.seed + k), spec,
                      progress, None if tensorboard_dir is None else Path(tensorboard_dir) / f"member_{k}"))
     return jobs
+
+
+def batch_size_for(config: ResponseModelConfig, n_users: int) -> int:
+    """``config.batch_size``, or less when ``n_users`` would make fewer than
+    ``config.min_steps_per_epoch`` gradient steps an epoch (early stopping then judges
+    an undertrained model: the batch must follow the data size, not a constant)."""
+    return max(1, min(config.batch_size, math.ceil(n_users / config.min_steps_per_epoch)))
 
 
 def assemble_response_model(members: list[BaseResponseModel]) -> BaseResponseModel | EnsembleResponseModel:
