@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from agents.sb3 import ALGORITHMS, check_checkpoint
+from agents.sb3.algorithms import policy_name
 from envs.campaign import CampaignConfig
 from envs.pessimism import Pessimism
 from envs.true_world import TrueWorldConfig
@@ -46,7 +47,7 @@ def _constructor_arguments(algo: str) -> frozenset[str]:
 def _policy_arguments(algo: str) -> frozenset[str]:
     """The keyword arguments of the policy class ``agents.sb3.build_agent`` gives the algorithm
     (``hyperparams.policy_kwargs`` is checked against them)."""
-    policy = ALGORITHMS[algo].policy_aliases["MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"]
+    policy = ALGORITHMS[algo].policy_aliases[policy_name(algo)]
     return frozenset(inspect.signature(policy.__init__).parameters) - {"self", "observation_space", "action_space",
                                                                        "lr_schedule", "net_arch"}
 

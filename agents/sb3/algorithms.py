@@ -33,6 +33,11 @@ def algorithm_class(algo: str) -> type[BaseAlgorithm]:
     return ALGORITHMS[algo]
 
 
+def policy_name(algo: str) -> str:
+    """The SB3 policy alias ``build_agent`` gives ``algo`` (an LSTM policy for RecurrentPPO)."""
+    return "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
+
+
 class ScaledReward(VecEnvWrapper):
     """The learner sees rewards times ``scale`` (``reward_scale`` in an agent's hyperparams;
     the infos, hence the campaign metrics and VecMonitor's episode returns, keep real units).
@@ -75,7 +80,7 @@ def build_agent(
     params = dict(hyperparams)
     reward_scale = float(params.pop("reward_scale", 1.0))
     policy_kwargs = {**dict(params.pop("policy_kwargs", None) or {}), "net_arch": list(net_arch)}
-    policy = "MlpLstmPolicy" if algo == "recurrent_ppo" else "MlpPolicy"
+    policy = policy_name(algo)
     model = algorithm_class(algo)(
         policy,
         _wrap(env, reward_scale),
