@@ -33,9 +33,9 @@ def train_agents(agent_worlds: dict[str, dict[str, WorldFactory]], config: confi
     each; the models come back rebuilt from their final checkpoints."""
     agents = {name: config.agents[name] for name in agent_worlds}
     progress = config.experiment.progress and not workers.parallel
-    queued = {job: workers.submit(train_job, job.removeprefix("train_"), agents[job.removeprefix("train_")],
-                                  agent_worlds[job.removeprefix("train_")], config, out, progress)
-              for job in longest_first(f"train_{name}" for name in agents)}
+    order = [job.removeprefix("train_") for job in longest_first(f"train_{name}" for name in agents)]
+    queued = {f"train_{name}": workers.submit(train_job, name, agents[name], agent_worlds[name], config, out, progress)
+              for name in order}
     checkpoints = workers.gather({f"train_{name}": queued[f"train_{name}"] for name in agents}, "agents",
                                  config.experiment.progress)
     return {name: load_trained(agent, agent_worlds[name], config, checkpoints[f"train_{name}"])
