@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,8 +184,9 @@ def test_wrong_config_key_and_value_fail_clearly(tmp_path):
         run_module.run(_compose(TINY + ["experiment.ope.estimators.names=[ips,magic]"]), tmp_path)
 
 
-def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_path):
+def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_path, monkeypatch):
     out, _ = tiny_run
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3 makes its default log folders
     final = out / "checkpoints" / "ppo_final.zip"
     assert final.is_file()
     config = run_module.config_module.load(_compose(TINY))
@@ -196,6 +198,7 @@ def test_checkpoints_are_written_and_training_resumes_from_them(tiny_run, tmp_pa
     train_agent(model, 4096, "ppo", progress=False, checkpoint_dir=tmp_path)
     assert model.num_timesteps == 4096  # continued: 2048 more, not 4096 from zero
     assert (tmp_path / "ppo_final.zip").is_file()
+    assert not list(tmp_path.glob("SB3-*")), "training without TensorBoard must not leave SB3 log folders"
     with pytest.raises(FileNotFoundError, match="resume_from"):
         resume_from_checkpoint(model, tmp_path / "missing.zip")
 

@@ -14,6 +14,7 @@ from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
@@ -108,6 +109,8 @@ def train_agent(
         per_call = max(checkpoint_every // model.n_envs, 1)  # counted in env.step calls, like SB3's
         extra.append(AtomicCheckpointCallback(per_call, Path(checkpoint_dir), name))
     callback = CallbackList([CampaignMetricsCallback(), *extra, *(callbacks or [])])
+    if model.tensorboard_log is None:  # else SB3 leaves an empty tempdir/SB3-<time> folder per learn()
+        model.set_logger(Logger(folder=None, output_formats=[]))
     remaining = max(total_timesteps - model.num_timesteps, 0)
     with flush_denormals():
         model.learn(remaining, callback=callback, tb_log_name=name, progress_bar=progress,
