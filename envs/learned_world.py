@@ -48,25 +48,10 @@ def _assign(state: Any, rows: torch.Tensor, new: Any) -> None:
         state[rows] = new
 
 
-def _take(state: Any, rows: np.ndarray) -> Any:
-    """Rows (int64 indices) of an array, a tensor or a dict of tensors (a history state)."""
-    if isinstance(state, dict):
-        return {k: _take(v, rows) for k, v in state.items()}
-    if isinstance(state, np.ndarray):
-        return state[rows]
-    return state.index_select(0, torch.from_numpy(rows))
-
-
-def _merge(have: np.ndarray, old: Any, new: Any) -> Any:
-    """Rows ``old`` where ``have``, ``new`` elsewhere (arrays, tensors or dicts of tensors)."""
-    if isinstance(old, dict):
-        return {k: _merge(have, old[k], new[k]) for k in old}
-    if isinstance(old, np.ndarray):
-        out = np.empty((len(have), *old.shape[1:]), dtype=old.dtype)
-        mask: Any = have
-    else:
-        out, mask = old.new_empty((len(have), *old.shape[1:])), torch.from_numpy(have)
-    out[mask], out[~mask] = old, new
+def _merge(have: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Rows ``old`` where ``have``, ``new`` elsewhere."""
+    out = np.empty((len(have), *old.shape[1:]), dtype=old.dtype)
+    out[have], out[~have] = old, new
     return out
 
 
@@ -100,39 +85,36 @@ class LearnedWorld:
             cat = torch.zeros(n_users, len(spec.cat_names), dtype=torch.long)
             num = torch.tensor(spec.num_loc, dtype=torch.float32).expand(n_users, -1).clone()
             self._u, self._state = self.model.initial_state(cat, num)
-        # users drawn ahead by prefetch_users: sorted keys and their (cat, num, u, state) rows
+        # users drawn ahead by prefetch_users: sorted keys and their (cat, num) profile rows
         self._cache_keys = np.zeros(0, dtype=np.uint64)
-        self._cache: tuple[np.ndarray, np.ndarray, torch.Tensor, Any] | None = None
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, torch.Tensor, Any]:
-        """Profiles and initial model state (u, history) of the users of ``keys``."""
+    def _draw(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Profiles (categorical, numeric) of the users of ``keys``."""
         cat, num = self.sampler.sample_keys(keys)
-        cat, num = np.asarray(cat, dtype=np.int64), np.asarray(num, dtype=np.float64)
-        with torch.inference_mode():
-            u, state = self.model.initial_state(torch.as_tensor(cat), torch.as_tensor(num, dtype=torch.float32))
-        return cat, num, u, state
+        return np.asarray(cat, dtype=np.int64), np.asarray(num, dtype=np.float64)
 
     def prefetch_users(self, keys: np.ndarray) -> None:
-        """Draw the users of ``keys`` now, in one batch, for later ``reset_users`` calls; the
+        """Draw the profiles of ``keys`` now, in one batch, for later ``reset_users`` calls; the
         store then holds exactly these users (rows already drawn are reused, others dropped).
 
-        Drawing a user costs a fixed per-call overhead (the user GAN runs on fixed chunks of
-        256 rows, the response model on small batches), so an autoresetting env that resets a
-        few slots per step spends most of its step there; ``CampaignVectorEnv`` prefetches the
-        next episodes' users of every slot instead. A profile is a pure function of the key
-        (bitwise: the GAN runs on fixed chunks), so prefetching changes no profile; the initial
-        model state may differ in the last float bits, as it already did between reset batches
-        of different sizes (BLAS kernels differ for 1-2 rows)."""
+        Drawing a profile costs a fixed per-call overhead (the user GAN runs on fixed chunks of
+        256 rows), so an autoresetting env that resets a few slots per step would spend most of
+        its step there; ``CampaignVectorEnv`` prefetches the next episodes' users of every slot
+        instead. A profile is a pure function of the key (bitwise: the GAN runs on fixed
+        chunks), so prefetching changes no profile. The response model's initial state is
+        computed when the users arrive (``reset_users``): its cost is per row, and storing it
+        meant copying (users, K, hidden) tensors at every prefetch (a third of an ensemble
+        step at N = 4,096)."""
         keys = np.unique(np.asarray(keys, dtype=np.uint64))  # sorted
         rows = self._cached_rows(keys)
         have = rows >= 0
-        with torch.inference_mode():
-            old = None if self._cache is None else tuple(_take(part, rows[have]) for part in self._cache)
-            if have.all():
-                self._cache = old
-            else:
-                new = self._draw(keys[~have])
-                self._cache = new if not have.any() else tuple(_merge(have, o, n) for o, n in zip(old, new, strict=True))
+        old = None if self._cache is None else tuple(part[rows[have]] for part in self._cache)
+        if have.all():
+            self._cache = old
+        else:
+            new = self._draw(keys[~have])
+            self._cache = new if not have.any() else tuple(_merge(have, o, n) for o, n in zip(old, new, strict=True))
         self._cache_keys = keys
 
     def _cached_rows(self, keys: np.ndarray) -> np.ndarray:
@@ -148,11 +130,12 @@ class LearnedWorld:
         keys = np.asarray(keys, dtype=np.uint64)
         rows = self._cached_rows(keys)
         slots_t = torch.from_numpy(np.asarray(slots, dtype=np.int64))
+        if len(rows) and rows.min() >= 0:  # every user was prefetched
+            cat, num = (part[rows] for part in self._cache)
+        else:
+            cat, num = self._draw(keys)
         with torch.inference_mode():
-            if len(rows) and rows.min() >= 0:  # every user was prefetched
-                cat, num, u, state = (_take(part, rows) for part in self._cache)
-            else:
-                cat, num, u, state = self._draw(keys)
+            u, state = self.model.initial_state(torch.as_tensor(cat), torch.as_tensor(num, dtype=torch.float32))
             self._u[slots_t] = u
             _assign(self._state, slots_t, state)
             if self.pessimism.member_per_user:  # a pure function of the user's key, like its profile

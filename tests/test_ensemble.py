@@ -23,6 +23,7 @@ from recsys.simulator.response_model import (
     predict,
     save_response_model,
 )
+from recsys.simulator.response_model import ensemble as ensemble_module
 from recsys.simulator.user_gan import UserGANConfig, fit_user_gan
 
 TINY_ENSEMBLE = ResponseModelConfig(epochs=2, patience=1, hidden_dim=16, embed_dim=8, ensemble_size=3, seed=7)
@@ -72,9 +73,14 @@ def test_fit_returns_an_ensemble_of_distinct_members(ensemble, data):
     assert not torch.allclose(other.heads.weight, w[0])
 
 
-@pytest.mark.parametrize("batched", ["fused", "vmap"])
-def test_batched_step_equals_the_members_one_by_one(ensemble, batched):
-    model = EnsembleResponseModel(list(ensemble.members), batched=batched).eval()
+@pytest.mark.parametrize("batched", ["fused", "vmap", "fused_in_chunks"])
+def test_batched_step_equals_the_members_one_by_one(ensemble, batched, monkeypatch):
+    chunked = batched == "fused_in_chunks"
+    if chunked:  # 40 users in uneven chunks of 7 rows (the GRU update; fewer for the heads)
+        monkeypatch.setattr(ensemble_module, "_CACHE_FLOATS", 7 * 3 * 3 * TINY_ENSEMBLE.hidden_dim)
+    model = EnsembleResponseModel(list(ensemble.members), batched="fused" if chunked else batched).eval()
+    if chunked:
+        assert [r.stop - r.start for r in model._chunks(40, 3 * TINY_ENSEMBLE.hidden_dim)] == [7] * 5 + [5]
     ours = _rollout(model)
     singles = [_rollout(m) for m in ensemble.members]
     for t, (members, mean) in enumerate(ours):

@@ -18,28 +18,26 @@ clicks). ``member_probs`` gives every member's (K, N, 3) probabilities, for disa
 How the K members are batched. Two implementations, selected by ``batched``:
 
 - ``"fused"`` (GRU members; the default for them): hand-written grouped matmuls
-  (``torch.baddbmm`` on weights stacked to (K, in, out)) with the step algebra folded into
-  lookup tables, all exact rewrites of the member's step: the profile part of the first
-  state layer, ``W u + b``, is computed once per user at ``initial_state`` (u never changes
-  within an episode); the GRU input projection of an event ``W_ih (e_action + e_outcome) + b``
-  is a (K, 3A, 3H) table looked up by (action, outcome); the heads are evaluated for all
-  actions by one grouped matmul and the shown action picked. Per user and member a step
-  costs the H x H, H x H and H x 3H matmuls and the 3A-wide heads, instead of the member's
-  2H x H + H x H, E x 3H + H x 3H and 3A-wide heads.
+  (``torch.bmm`` on weights stacked to (K, in, out)) with the step algebra folded into
+  lookup tables, all exact rewrites of the member's step: a new user's profile is embedded
+  by all members in one table lookup, and the last profile layer is folded into the two
+  layers that read u (the profile part of the first state layer, ``W u + b``, and the GRU's
+  initial state), computed once at ``initial_state`` (u never changes within an episode);
+  the GRU input projection of an event ``W_ih (e_action + e_outcome) + b_ih`` (+ the r, z
+  part of ``b_hh``) is a (K, 3A, 3H) table looked up by (action, outcome); the heads are
+  evaluated for all actions by one grouped matmul and the shown action's bias added. The
+  elementwise passes run in place, on chunks of users small enough to stay in cache
+  (``_CACHE_FLOATS``): at N = 4,096 a chunked GRU update costs a third of a whole-batch one.
 - ``"vmap"`` (any encoder): ``torch.func.stack_module_state`` + ``torch.func.vmap`` over
   ``functional_call`` of the member's own ``initial_state`` / ``step_logits`` / ``advance``.
 
-Measured (benchmarks/throughput.py's setup: default architecture, 24 offers, N = 4,096
-users, one torch thread, a 2-core machine loaded by other jobs, so +-15 % noise): one
-LearnedWorld env step, interleaved A/B, medians of 4 x 12 steps: K = 5 fused 73 ms, K = 5
-vmap 83 ms (single model: 22-27 ms). Fused is kept for GRU members: vmap can only batch the
-member's step as written (K times its full FLOPs; ``aten::gru_cell`` has no batching rule
-and falls back to a slow loop), while the fused step does less work per member. (A single
-throughput run on the loaded machine once showed the reverse, 93 vs 85 ms: the gap is of
-the order of the noise.) Other encoders use vmap. Both give the members' numbers to float
-rounding (tests/test_ensemble.py). The K = 5 step still costs ~3.5x a single model's, not
-the <= 2x the issue targets: at N = 4,096 the step is FLOP-bound and K members need ~3.9x
-the single model's multiply-adds even after the rewrites above.
+Measured (``python -m benchmarks.throughput``, N = 4,096, one torch thread, 2-core machine):
+one LearnedWorld env step with K = 5 fused 52 ms, vmap 67 ms, single model 18 ms
+(``ensemble_vs_single_cost_ratio`` 2.9; it was 3.5 before the chunked, in-place step and
+the folded profile). What is left is FLOPs: K members need ~K times the single model's
+multiply-adds, and the grouped matmuls already run near one core's peak, so the issue's
+<= 2x needs fewer FLOPs per member (a shared trunk), not a faster kernel. Both paths give
+the members' numbers to float rounding (tests/test_ensemble.py).
 
 The stacked weights are a cache derived from the members' parameters and buffers, rebuilt
 whenever any of them changed (their version counters), so training, ``load_state_dict`` or
@@ -51,6 +49,7 @@ and read it with the config (``ensemble_size = K``) like a single model's.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -64,6 +63,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from recsys.simulator.response_model.config import HEADS, DataSpec, ResponseModelConfig
 
 BATCHED = ("auto", "fused", "vmap")
+_VERSION = operator.attrgetter("_version")
+_CACHE_FLOATS = 2**18  # 1 MiB of float32: the fused step's working set per chunk of users (< L2)
 
 
 class _Method(nn.Module):
@@ -134,9 +135,17 @@ class EnsembleResponseModel(nn.Module):
             return self._vmapped("initial_state", (None, None), cat, num)
         w = self._weights()
         with torch.no_grad():
-            u = torch.stack([m.profile_vector(cat, num) for m in self.members])  # (K, N, H)
-            pu = torch.baddbmm(w["b1"], u, w["w1u"])  # the profile part of the first state layer
-            h0 = torch.tanh(torch.baddbmm(w["b_init"], u, w["w_init"]))
+            parts = [w["cat_table"].index_select(1, (cat + w["cat_offsets"]).flatten()).unflatten(1, cat.shape)
+                     .flatten(2)] if cat.shape[1] else []  # every feature's embedding, all members at once
+            if "num_w" in w:
+                x = ((num - self.members[0].num_loc) / self.members[0].num_scale).expand(len(self.members), -1, -1)
+                parts.append(torch.bmm(x, w["num_w"]).add_(w["num_b"]))
+            z = torch.bmm(torch.cat(parts, dim=-1), w["p1_w"]).add_(w["p1_b"]).relu_()
+            # u = z W_p2 + b_p2 only ever feeds the first state layer and the GRU's initial state,
+            # so W_p2 is folded into both (one matmul for the two)
+            out = torch.bmm(z, w["u_w"]).add_(w["u_b"])
+            hidden = out.shape[-1] // 2
+            pu, h0 = out[..., :hidden], out[..., hidden:].tanh_()
         return pu.transpose(0, 1), h0.transpose(0, 1)
 
     def member_logits(self, u: torch.Tensor, state: Any, actions: torch.Tensor) -> torch.Tensor:
@@ -144,13 +153,19 @@ class EnsembleResponseModel(nn.Module):
         if self.batched == "vmap":
             return self._vmapped("step_logits", (1, 1, None), u, state, actions).transpose(0, 1)
         w = self._weights()
+        n_heads, n_actions = len(HEADS), self.spec.n_actions
+        pu, h = u.transpose(0, 1), state.transpose(0, 1)
+        out = torch.empty(len(self.members), h.shape[1], n_heads)
         with torch.no_grad():
-            z1 = torch.relu(torch.baddbmm(u.transpose(0, 1), state.transpose(0, 1), w["w1h"]))
-            z2 = torch.relu(torch.baddbmm(w["b2"], z1, w["w2"]))
-            n_heads, n_actions = len(HEADS), self.spec.n_actions
-            every = torch.baddbmm(w["b3"], z2, w["w3"]).unflatten(-1, (n_heads, n_actions))
-            idx = actions.reshape(1, -1, 1, 1).expand(len(self.members), -1, n_heads, 1)
-            return every.gather(-1, idx)[..., 0] * w["calib_scale"] + w["calib_shift"]
+            for rows in self._chunks(h.shape[1], n_heads * n_actions):
+                z1 = torch.baddbmm(pu[:, rows], h[:, rows], w["w1h"]).relu_()
+                z2 = torch.bmm(z1, w["w2"]).add_(w["b2"]).relu_()
+                every = torch.bmm(z2, w["w3"]).unflatten(-1, (n_heads, n_actions))
+                a = actions[rows]
+                shown = every.gather(-1, a.reshape(1, -1, 1, 1).expand(len(self.members), -1, n_heads, 1))[..., 0]
+                shown += w["b3_rows"][:, :, a].transpose(1, 2)  # the bias of the shown action only
+                torch.addcmul(w["calib_shift"], shown, w["calib_scale"], out=out[:, rows])
+        return out
 
     def member_probs(self, u: torch.Tensor, state: Any, actions: torch.Tensor) -> torch.Tensor:
         """(K, N, 3) p(click), p(convert | click), p(churn) of every member for ``actions``."""
@@ -168,26 +183,35 @@ class EnsembleResponseModel(nn.Module):
         if self.batched == "vmap":
             return self._vmapped("advance", (1, None, None, None), state, actions, click, convert)
         w = self._weights()
+        h = state.transpose(0, 1)
+        hidden = h.shape[-1]
+        event = actions * 3 + (click > 0.5).long() + (convert > 0.5).long()
+        out = torch.empty_like(h)
         with torch.no_grad():
-            h = state.transpose(0, 1)
-            event = actions * 3 + (click > 0.5).long() + (convert > 0.5).long()
-            gi = w["event_table"].index_select(1, event)  # W_ih (e_action + e_outcome) + b_ih
-            gh = torch.baddbmm(w["b_hh"], h, w["w_hh"])
-            hidden = h.shape[-1]
-            rz = torch.sigmoid(gi[..., :2 * hidden] + gh[..., :2 * hidden])
-            r, z = rz[..., :hidden], rz[..., hidden:]
-            # tanh x = 2 sigmoid(2x) - 1: this build's CPU tanh is ~4x slower than its sigmoid
-            n = torch.sigmoid(torch.addcmul(gi[..., 2 * hidden:], r, gh[..., 2 * hidden:]).mul_(2)).mul_(2).sub_(1)
-            return torch.addcmul(n, z, h - n).transpose(0, 1)  # (1 - z) n + z h, as torch.gru_cell
+            for rows in self._chunks(h.shape[1], 3 * hidden):
+                h_rows = h[:, rows]
+                gi = w["event_table"].index_select(1, event[rows])  # W_ih (e_action + e_outcome) + b_ih (+ b_hh of r, z)
+                gh = torch.bmm(h_rows, w["w_hh"])
+                rz = gi[..., :2 * hidden].add_(gh[..., :2 * hidden]).sigmoid_()
+                n = gi[..., 2 * hidden:].addcmul_(rz[..., :hidden], gh[..., 2 * hidden:].add_(w["b_hn"])).tanh_()
+                torch.lerp(n, h_rows, rz[..., hidden:], out=out[:, rows])  # (1 - z) n + z h, as torch.gru_cell
+        return out.transpose(0, 1)
+
+    def _chunks(self, n_users: int, width: int) -> list[slice]:
+        """Row ranges of users whose widest (K, rows, width) float32 temporary fits in about
+        ``_CACHE_FLOATS`` (the step's elementwise passes then stay in cache)."""
+        size = max(1, _CACHE_FLOATS // (len(self.members) * width))
+        return [slice(lo, min(lo + size, n_users)) for lo in range(0, n_users, size)]
 
     # ------------------------------------------------------------------ stacked weights
-    def _member_versions(self) -> tuple:
-        """Version counter of every member tensor (walking the modules costs ~2 ms a step, so
-        the flat list is kept; ``_apply``, i.e. ``.to()`` / ``.float()``, drops it)."""
+    def _member_versions(self) -> int:
+        """Sum of the member tensors' version counters: they only grow, so the sum changes
+        whenever any tensor changed in place (walking the modules costs ~2 ms a step, so the
+        flat list is kept; ``_apply``, i.e. ``.to()`` / ``.float()``, drops it)."""
         tensors = self._tensors.get("")
         if tensors is None:
             tensors = self._tensors[""] = [t for m in self.members for t in (*m.parameters(), *m.buffers())]
-        return tuple((id(t), t._version) for t in tensors)
+        return sum(map(_VERSION, tensors))
 
     def _weights(self) -> dict[str, Any]:
         """The stacked weights of the active implementation, rebuilt when a member changed."""
@@ -211,23 +235,42 @@ class EnsembleResponseModel(nn.Module):
         gru = [m.history.gru for m in self.members]
         outcomes = torch.arange(3)
 
-        def events(m: nn.Module, g: nn.GRU) -> torch.Tensor:  # (3A, E): action a, outcome o at 3a + o
+        def events(m: nn.Module, g: nn.GRU) -> torch.Tensor:  # (3A, 3H): action a, outcome o at row 3a + o
             e = m.event_action.weight[:, None, :] + m.event_outcome(outcomes)[None]
-            return F.linear(e.flatten(0, 1), g.weight_ih_l0, g.bias_ih_l0).detach()
+            gi = F.linear(e.flatten(0, 1), g.weight_ih_l0, g.bias_ih_l0)
+            gi[:, :2 * h] += g.bias_hh_l0[:2 * h]  # the r, z gates add b_hh as they add b_ih
+            return gi.detach()
 
+        # the profile: embeddings of all features in one table (row offsets per feature), the
+        # numeric projection, the profile MLP; its last layer folded into the two layers reading u
+        first = self.members[0]
+        sizes = [e.num_embeddings for e in first.cat_embed]
+        to_u = torch.cat([w1[..., :h], stack(lambda m: m.history.init.weight)], dim=1)  # (K, 2H, H)
+        w_p2, b_p2 = stack(lambda m: m.profile[2].weight), stack(lambda m: m.profile[2].bias)  # (K, H, H), (K, H)
+        u_b = torch.cat([stack(lambda m: m.state[0].bias), stack(lambda m: m.history.init.bias)], dim=1)
+        profile = {
+            "cat_table": torch.stack([torch.cat([e.weight for e in m.cat_embed]) for m in self.members]).detach()
+            if sizes else torch.zeros(0),
+            "cat_offsets": torch.tensor([sum(sizes[:j]) for j in range(len(sizes))], dtype=torch.long),
+            "p1_w": stack(lambda m: m.profile[0].weight).transpose(1, 2).contiguous(),
+            "p1_b": stack(lambda m: m.profile[0].bias)[:, None],
+            "u_w": torch.bmm(to_u, w_p2).transpose(1, 2).contiguous(),  # (K, H, 2H): W_p2 then [W_1u; W_init]
+            "u_b": (torch.bmm(to_u, b_p2[..., None])[..., 0] + u_b)[:, None],
+        }
+        if first.num_proj is not None:
+            profile["num_w"] = stack(lambda m: m.num_proj.weight).transpose(1, 2).contiguous()
+            profile["num_b"] = stack(lambda m: m.num_proj.bias)[:, None]
         return {
-            "w1u": w1[..., :h].transpose(1, 2), "w1h": w1[..., h:].transpose(1, 2).contiguous(),
-            "b1": stack(lambda m: m.state[0].bias)[:, None],
+            **profile,
+            "w1h": w1[..., h:].transpose(1, 2).contiguous(),
             "w2": stack(lambda m: m.state[2].weight).transpose(1, 2).contiguous(),
             "b2": stack(lambda m: m.state[2].bias)[:, None],
             "w3": stack(lambda m: m.heads.weight).transpose(1, 2).contiguous(),
-            "b3": stack(lambda m: m.heads.bias)[:, None],
+            "b3_rows": stack(lambda m: m.heads.bias).unflatten(-1, (len(HEADS), self.spec.n_actions)),  # (K, 3, A)
             "calib_scale": stack(lambda m: m.calib_scale)[:, None],  # (K, 1, 3)
             "calib_shift": stack(lambda m: m.calib_shift)[:, None],
-            "w_init": stack(lambda m: m.history.init.weight).transpose(1, 2),
-            "b_init": stack(lambda m: m.history.init.bias)[:, None],
             "w_hh": torch.stack([g.weight_hh_l0.detach() for g in gru]).transpose(1, 2).contiguous(),
-            "b_hh": torch.stack([g.bias_hh_l0.detach() for g in gru])[:, None],
+            "b_hn": torch.stack([g.bias_hh_l0[2 * h:].detach() for g in gru])[:, None],  # scaled by r: kept apart
             "event_table": torch.stack([events(m, g) for m, g in zip(self.members, gru, strict=True)]),
         }
 
