@@ -21,9 +21,10 @@ from dataclasses import fields, replace
 METHOD = (
     "For each --users n: the logging policy's logs of n users of the world config (conf/world/"
     "<--world>, the default experiment's campaign), split by user as every run splits them "
-    "(LoggedDataset, split seed --seed); for each --set: ONE response model (ensemble_size 1, the "
+    "(LoggedDataset, split seed --seed); for each --set: ONE response model (ensemble_size 1 unless set, the "
     "conf/simulator defaults with the --set fields replaced) fitted by the pipeline's own code "
-    "(member_jobs + fit_member: same batch-size rule, early stopping and recalibration). Metrics on "
+    "(member_jobs + fit_member: same batch-size rule, early stopping and recalibration; an ensemble "
+    "when a --set gives ensemble_size > 1). Metrics on "
     "the held-out test users against the truth replayed from the world (envs.true_world.replay_oracle): "
     "click / conversion AUC, the segment oracle's AUC (the same world with each user's latent replaced "
     "by its segment mean), their gaps (target of the sim-to-real issue: gap >= -0.01) and the ECE "
@@ -32,17 +33,21 @@ METHOD = (
 TARGET_GAP, TARGET_ECE = -0.01, 0.005
 
 
-def _setting(text: str) -> dict[str, int | float | str]:
-    """``embed_dim=32,lr=0.001`` -> {"embed_dim": 32, "lr": 0.001}, fields of ResponseModelConfig."""
+def _setting(text: str) -> dict[str, bool | int | float | str]:
+    """``embed_dim=32,category_sharing=true`` -> {"embed_dim": 32, "category_sharing": True},
+    fields of ResponseModelConfig."""
     from recsys.simulator.response_model import ResponseModelConfig
 
     known = {f.name for f in fields(ResponseModelConfig)}
-    out: dict[str, int | float | str] = {}
+    out: dict[str, bool | int | float | str] = {}
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in known:
             raise argparse.ArgumentTypeError(f"--set {item!r}: expected <field>=<value> with a field of "
                                              f"ResponseModelConfig ({', '.join(sorted(known))})")
+        if value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+            continue
         for cast in (int, float, str):
             try:
                 out[key] = cast(value)
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     from experiments.collect import collect_logs
     from experiments.fidelity import response_model_fidelity
     from recsys.data.dataset import LoggedDataset
-    from recsys.simulator.response_model import fit_member, member_jobs, predict
+    from recsys.simulator.response_model import assemble_response_model, fit_member, member_jobs, predict
 
     setup_torch(args.threads)
     config_module.register()
@@ -100,11 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
         train, validation, test = (data.split(s) for s in ("train", "validation", "test"))
         oracle = replay_oracle(config.world, test.user_ids, test.actions, test.click, test.conversion, test.mask)
         for setting in args.settings:
-            model_config = replace(config.simulator.response_model, ensemble_size=1, **setting)
+            model_config = replace(config.simulator.response_model, **{"ensemble_size": 1, **setting})
             _log(f"  fit {setting or 'defaults'} on {train.n_users} training users ...")
             start = time.perf_counter()
-            (job,) = member_jobs(train, validation, model_config, False, None)
-            model = fit_member(*job)
+            model = assemble_response_model([fit_member(*job) for job in member_jobs(
+                train, validation, model_config, False, None, data.catalog.category)], validation)
             seconds = time.perf_counter() - start
             f = response_model_fidelity({model_config.history_encoder: predict(model, test)}, test, oracle,
                                         main=model_config.history_encoder, n_boot=10, seed=args.seed)

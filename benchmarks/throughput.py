@@ -244,7 +244,7 @@ def _learned_world_factory(simulator_dir: str | None, world_config):
     spec = DataSpec(n_actions=truth.catalog.n_actions, cat_names=list(schema.categorical),
                     cardinalities=list(schema.categorical.values()), num_names=list(schema.numeric),
                     num_loc=[v[0] for v in schema.numeric.values()], num_scale=[v[1] for v in schema.numeric.values()],
-                    horizon=20)
+                    horizon=20, action_category=[0, *(truth.catalog.category + 1).tolist()])
     model = ResponseModel(spec, ResponseModelConfig()).eval()
     sampler = IndependentMarginalsSampler(data)
     return lambda n: LearnedWorld(model, sampler, truth.catalog, n)

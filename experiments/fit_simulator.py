@@ -83,7 +83,7 @@ def queue_simulator(config: config_module.Config, out: Path, data: LoggedDataset
     encoders = {}
     for enc in [main] + [e for e in sim.ablation if e != main]:
         members = member_jobs(train, validation, replace(sim.response_model, history_encoder=enc), progress,
-                              out / "tensorboard" / f"response_model_{enc}")
+                              out / "tensorboard" / f"response_model_{enc}", data.catalog.category)
         encoders[enc] = [f"response_model_{enc}" + (f"_member_{k}" if len(members) > 1 else "")
                          for k in range(len(members))]
         jobs.update({name: (fit_member, *job) for name, job in zip(encoders[enc], members, strict=True)})
@@ -97,7 +97,8 @@ def _judged(queued: QueuedSimulator, fitted: dict[str, Any]) -> tuple[Path, dict
     train, validation, test = (data.split(s) for s in ("train", "validation", "test"))
     main = sim.response_model.history_encoder
     gan = fitted["user_gan"]
-    models = {enc: assemble_response_model([fitted[name] for name in names]) for enc, names in queued.encoders.items()}
+    models = {enc: assemble_response_model([fitted[name] for name in names], validation)
+              for enc, names in queued.encoders.items()}
     train_profiles, heldout = data.split_profiles("train"), data.split_profiles("test")
 
     truth = data.from_world(config.world.seed)  # TrueWorld made these logs: truth-based checks apply

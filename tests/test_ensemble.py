@@ -4,6 +4,7 @@ members differ, it round-trips through the model directory and LearnedWorld runs
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,10 +36,11 @@ def data(logged_splits):
     return logs, train, validation
 
 
-@pytest.fixture(scope="module")
-def ensemble(data):
+@pytest.fixture(scope="module", params=[False, True], ids=["per_offer", "category_sharing"])
+def ensemble(data, request):
     _, train, validation = data
-    return fit_response_model(train, validation, TINY_ENSEMBLE, progress=False)
+    return fit_response_model(train, validation, replace(TINY_ENSEMBLE, category_sharing=request.param),
+                              progress=False, offer_category=TrueWorld(TrueWorldConfig()).catalog.category)
 
 
 def _rollout(model, n_users: int = 40, steps: int = 6, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -68,8 +70,8 @@ def test_fit_returns_an_ensemble_of_distinct_members(ensemble, data):
     assert not torch.allclose(w[0], w[1]) and not torch.allclose(w[1], w[2])
     # the bootstrap resamples differ: same seed, another user sample, gives other weights
     _, train, validation = data
-    other = fit_response_model(train, validation, TINY_ENSEMBLE.__class__(
-        **{**TINY_ENSEMBLE.__dict__, "ensemble_size": 1, "seed": 7}), progress=False)
+    other = fit_response_model(train, validation, replace(ensemble.members[0].config, ensemble_size=1, seed=7),
+                               progress=False, offer_category=TrueWorld(TrueWorldConfig()).catalog.category)
     assert not torch.allclose(other.heads.weight, w[0])
 
 
@@ -94,6 +96,8 @@ def test_stacked_weights_follow_member_changes(ensemble):
     before = _rollout(model)[0][1]
     for mine, fitted in zip(model.members, ensemble.members, strict=True):
         mine.load_state_dict(fitted.state_dict())
+    model.calib_scale.copy_(ensemble.calib_scale)
+    model.calib_shift.copy_(ensemble.calib_shift)
     torch.testing.assert_close(_rollout(model)[0][1], _rollout(ensemble)[0][1])
     assert not torch.allclose(before, _rollout(model)[0][1])
 
@@ -107,8 +111,10 @@ def test_save_load_round_trip_and_predict(ensemble, data, tmp_path):
         assert torch.equal(m1, m2) and torch.equal(p1, p2)
     _, _, validation = data
     p = predict(loaded, validation)
-    mean = np.mean([predict(m, validation)["click"] for m in ensemble.members], axis=0)
-    np.testing.assert_allclose(p["click"][validation.mask], mean[validation.mask], atol=1e-5)
+    mean = np.mean([predict(m, validation)["click"] for m in ensemble.members], axis=0)[validation.mask]
+    scale, shift = float(loaded.calib_scale[0]), float(loaded.calib_shift[0])  # the mean's own recalibration
+    expected = 1 / (1 + np.exp(-(np.log(mean / (1 - mean)) * scale + shift)))
+    np.testing.assert_allclose(p["click"][validation.mask], expected, atol=1e-5)
 
 
 def test_learned_world_on_the_ensemble_passes_the_env_checker(ensemble, data, tmp_path):
@@ -133,7 +139,6 @@ def test_small_logs_train_in_smaller_batches_and_the_saved_config_says_so(data, 
     """An epoch of fewer than ``min_steps_per_epoch`` gradient steps leaves the model
     undertrained when early stopping judges it (MovieLens: 3 steps an epoch at 256 users)."""
     import math
-    from dataclasses import replace
 
     from recsys.simulator.response_model.fit import batch_size_for
 
@@ -143,3 +148,34 @@ def test_small_logs_train_in_smaller_batches_and_the_saved_config_says_so(data, 
     assert all(m.config.batch_size == expected for m in ensemble.members)
     assert batch_size_for(TINY_ENSEMBLE, TINY_ENSEMBLE.batch_size * TINY_ENSEMBLE.min_steps_per_epoch) == 256
     assert batch_size_for(replace(TINY_ENSEMBLE, min_steps_per_epoch=1), train.n_users) == 256
+
+
+def test_the_members_mean_gets_its_own_recalibration_on_validation_users(ensemble, data, tmp_path):
+    """Averaging calibrated members blurs their probabilities, so the ensemble's mean is Platt-
+    recalibrated on the validation users: fitted (not the identity), no worse there than the raw
+    mean, used by the whole-sequence and the step-by-step forwards alike, and an ensemble saved
+    before it existed loads with the identity."""
+    _, _, validation = data
+    assert not torch.allclose(ensemble.calib_scale, torch.ones(3))
+    raw = EnsembleResponseModel(list(ensemble.members)).eval()  # identity recalibration
+    exposed = validation.mask & (validation.actions > 0)
+    y = validation.click[exposed]
+
+    def nll(model) -> float:
+        q = np.clip(predict(model, validation)["click"][exposed], 1e-7, 1 - 1e-7)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    assert nll(ensemble) <= nll(raw) + 1e-6
+    first = validation.subset(np.arange(8))
+    cat, num = torch.as_tensor(first.profile_cat), torch.as_tensor(first.profile_num, dtype=torch.float32)
+    with torch.no_grad():
+        u, state = ensemble.initial_state(cat, num)
+        step = ensemble.step_logits(u, state, torch.as_tensor(first.actions[:, 0]))
+        whole = ensemble(cat, num, torch.as_tensor(first.actions), torch.as_tensor(first.click),
+                         torch.as_tensor(first.conversion))[:, 0]
+    torch.testing.assert_close(step, whole, atol=1e-5, rtol=1e-5)
+    save_response_model(ensemble, tmp_path / "rm")
+    state_dict = torch.load(tmp_path / "rm" / "model.pt", weights_only=True)
+    torch.save({k: v for k, v in state_dict.items() if not k.startswith("calib_")}, tmp_path / "rm" / "model.pt")
+    old = load_response_model(tmp_path / "rm")
+    assert torch.equal(old.calib_scale, torch.ones(3)) and torch.equal(old.calib_shift, torch.zeros(3))

@@ -178,7 +178,7 @@ def _learned(n: int, pessimistic: bool) -> str:
                     cardinalities=list(schema.categorical.values()), num_names=list(schema.numeric),
                     num_loc=[v[0] for v in schema.numeric.values()],
                     num_scale=[v[1] for v in schema.numeric.values()], horizon=20)
-    config = ResponseModelConfig(hidden_dim=16, embed_dim=8)
+    config = ResponseModelConfig(hidden_dim=16, embed_dim=8, category_sharing=False)  # the spec has no catalog
     members = []
     for k in range(3 if pessimistic else 1):
         torch.manual_seed(k)

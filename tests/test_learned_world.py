@@ -36,6 +36,7 @@ from recsys.simulator.user_gan import UserGANConfig, fit_user_gan
 from recsys.stats import expected_calibration_error as ece_vs_truth
 
 TINY_MODEL = ResponseModelConfig(epochs=3, patience=2, hidden_dim=16, embed_dim=8)
+CATEGORY = TrueWorld(TrueWorldConfig()).catalog.category  # the logs' catalog (category sharing reads it)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,8 @@ def data(logged_splits):
 def simulator_dir(data, tmp_path_factory):
     logs, train, validation, _ = data
     out = tmp_path_factory.mktemp("sim")
-    save_response_model(fit_response_model(train, validation, TINY_MODEL, progress=False), out / "response_model")
+    save_response_model(fit_response_model(train, validation, TINY_MODEL, progress=False, offer_category=CATEGORY),
+                        out / "response_model")
     gan = fit_user_gan(profiles_from_logs(logs), UserGANConfig(steps=20, batch_size=100), progress=False)
     gan.save(out / "user_gan")
     (out / CATALOG_FILE).write_text(json.dumps(TrueWorld(TrueWorldConfig()).catalog.to_json()))
@@ -62,9 +64,9 @@ def test_sequences_keep_every_logged_row(data):
 
 def test_training_beats_an_untrained_model_and_artifact_round_trips(data, tmp_path):
     _, train, validation, test = data
-    model = fit_response_model(train, validation, TINY_MODEL, progress=False)
+    model = fit_response_model(train, validation, TINY_MODEL, progress=False, offer_category=CATEGORY)
     untrained = fit_response_model(train, validation, replace(TINY_MODEL, epochs=1, lr=1e-9, calibrate=False),
-                                   progress=False)
+                                   progress=False, offer_category=CATEGORY)
     exposed = test.mask & (test.actions > 0)
 
     def nll(p):
@@ -100,6 +102,52 @@ def test_logistic_response_model_is_its_own_class_and_round_trips(data, tmp_path
     with torch.no_grad():
         step = torch.sigmoid(again.step_logits(u, state, actions)).double().numpy()
     np.testing.assert_allclose(step[:, 0], predict(again, test.subset(np.arange(5)))["click"][:, 0], rtol=1e-6)
+
+
+def test_category_sharing_ties_offers_of_a_category_and_round_trips(data, tmp_path):
+    """With ``category_sharing`` an action's history embedding and head rows are its category's
+    plus its own: with the offers' own parts zeroed, two offers of one category score and advance
+    alike while offers of different categories do not (catches a mis-indexed category row)."""
+    _, train, validation, test = data
+    category = CATEGORY
+    assert TINY_MODEL.category_sharing  # the default
+    with pytest.raises(ValueError, match="category_sharing: the data spec has no action categories"):
+        fit_response_model(train, validation, TINY_MODEL, progress=False)
+    model = fit_response_model(train, validation, TINY_MODEL, progress=False, offer_category=category)
+    assert model.spec.action_category == [0, *(category + 1).tolist()]
+    save_response_model(model, tmp_path / "rm")
+    np.testing.assert_array_equal(predict(model, test)["click"], predict(load_response_model(tmp_path / "rm"), test)["click"])
+    with torch.no_grad():
+        for p in (model.heads.weight, model.heads.bias, model.event_action.weight):
+            p.zero_()
+    same = [a + 1 for a in range(len(category)) if category[a] == category[0]][:2]
+    other = 1 + int(np.flatnonzero(category != category[0])[0])
+    assert len(same) == 2, "the default catalog has two offers in offer 0's category"
+    n = 8
+    cat = torch.as_tensor(test.profile_cat[:n])
+    num = torch.as_tensor(test.profile_num[:n], dtype=torch.float32)
+    with torch.no_grad():
+        u, h = model.initial_state(cat, num)
+
+        def after(action: int) -> tuple[torch.Tensor, torch.Tensor]:
+            a = torch.full((n,), action)
+            return model.step_logits(u, h, a), model.advance(h, a, torch.ones(n), torch.zeros(n))
+
+        (l0, h0), (l1, h1), (l2, h2) = after(same[0]), after(same[1]), after(other)
+    torch.testing.assert_close(l0, l1)
+    torch.testing.assert_close(h0, h1)
+    assert not torch.allclose(l0, l2) and not torch.allclose(h0, h2)
+    with pytest.raises(ValueError, match="catalog.category: 3 offers, but the logs have"):
+        fit_response_model(train, validation, TINY_MODEL, progress=False, offer_category=category[:3])
+    # a directory from before category sharing (no such field, no action categories) loads as it was saved
+    plain = fit_response_model(train, validation, replace(TINY_MODEL, category_sharing=False), progress=False)
+    save_response_model(plain, tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["model"]["category_sharing"], meta["data"]["action_category"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    old = load_response_model(tmp_path / "old")
+    assert not old.config.category_sharing
+    np.testing.assert_array_equal(predict(old, test)["click"], predict(plain, test)["click"])
 
 
 def test_missing_or_corrupt_artifacts_fail_with_the_file_name(simulator_dir, tmp_path):

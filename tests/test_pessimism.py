@@ -25,7 +25,8 @@ N = 64
 @pytest.fixture(scope="module")
 def parts(logged_splits):
     logs, train, validation, _ = logged_splits(600)
-    ensemble = fit_response_model(train, validation, TINY_ENSEMBLE, progress=False)
+    ensemble = fit_response_model(train, validation, TINY_ENSEMBLE, progress=False,
+                                  offer_category=TrueWorld(TrueWorldConfig()).catalog.category)
     return ensemble, IndependentMarginalsSampler(profiles_from_logs(logs)), TrueWorld(TrueWorldConfig()).catalog, validation
 
 

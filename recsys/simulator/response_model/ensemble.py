@@ -112,6 +112,10 @@ class EnsembleResponseModel(nn.Module):
         self._cache: dict[str, Any] = {}
         self._tensors: dict[str, list[torch.Tensor]] = {}
         self._vmap_base = {"": copy.deepcopy(first).to("meta")}  # a dict: not a registered submodule
+        # Platt recalibration of the members' mean, per head (identity until fit.assemble_response_model
+        # fits it on validation users): averaging calibrated members blurs their probabilities
+        self.register_buffer("calib_scale", torch.ones(len(HEADS)))
+        self.register_buffer("calib_shift", torch.zeros(len(HEADS)))
 
     @property
     def n_members(self) -> int:
@@ -121,12 +125,12 @@ class EnsembleResponseModel(nn.Module):
     def forward(self, cat: torch.Tensor, num: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
                 convert: torch.Tensor) -> torch.Tensor:
         """(B, T, 3) mean-probability logits of every logged step (so ``fit.predict`` works)."""
-        return mean_prob_logits(torch.stack([m(cat, num, actions, click, convert) for m in self.members]))
+        return self.mean_logits(torch.stack([m(cat, num, actions, click, convert) for m in self.members]))
 
     def forward_all(self, cat: torch.Tensor, num: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
                     convert: torch.Tensor) -> torch.Tensor:
         """(B, T, A, 3) mean-probability logits of every action at every logged step."""
-        return mean_prob_logits(torch.stack([m.forward_all(cat, num, actions, click, convert) for m in self.members]))
+        return self.mean_logits(torch.stack([m.forward_all(cat, num, actions, click, convert) for m in self.members]))
 
     # ------------------------------------------------------------------ step by step (batched)
     def initial_state(self, cat: torch.Tensor, num: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -172,11 +176,14 @@ class EnsembleResponseModel(nn.Module):
         return torch.sigmoid(self.member_logits(u, state, actions))
 
     def step_logits(self, u: torch.Tensor, state: Any, actions: torch.Tensor) -> torch.Tensor:
-        """(N, 3) logits of the members' mean probabilities (``mean_prob_logits``)."""
+        """(N, 3) recalibrated logits of the members' mean probabilities (``mean_logits``)."""
         return self.mean_logits(self.member_logits(u, state, actions))
 
-    # a pessimistic LearnedWorld takes member_logits once per step and combines them itself
-    mean_logits = staticmethod(mean_prob_logits)
+    def mean_logits(self, member_logits: torch.Tensor) -> torch.Tensor:
+        """(..., 3) logits of the ensemble from its members' (K, ..., 3): the mean probability
+        (``mean_prob_logits``), recalibrated per head. A pessimistic LearnedWorld takes
+        ``member_logits`` once per step and combines them with this itself."""
+        return mean_prob_logits(member_logits) * self.calib_scale + self.calib_shift
 
     def advance(self, state: Any, actions: torch.Tensor, click: torch.Tensor, convert: torch.Tensor) -> Any:
         """Every member's history state after the users saw ``actions`` with these outcomes."""
@@ -236,7 +243,7 @@ class EnsembleResponseModel(nn.Module):
         outcomes = torch.arange(3)
 
         def events(m: nn.Module, g: nn.GRU) -> torch.Tensor:  # (3A, 3H): action a, outcome o at row 3a + o
-            e = m.event_action.weight[:, None, :] + m.event_outcome(outcomes)[None]
+            e = m.event_action_weight()[:, None, :] + m.event_outcome(outcomes)[None]
             gi = F.linear(e.flatten(0, 1), g.weight_ih_l0, g.bias_ih_l0)
             gi[:, :2 * h] += g.bias_hh_l0[:2 * h]  # the r, z gates add b_hh as they add b_ih
             return gi.detach()
@@ -265,8 +272,8 @@ class EnsembleResponseModel(nn.Module):
             "w1h": w1[..., h:].transpose(1, 2).contiguous(),
             "w2": stack(lambda m: m.state[2].weight).transpose(1, 2).contiguous(),
             "b2": stack(lambda m: m.state[2].bias)[:, None],
-            "w3": stack(lambda m: m.heads.weight).transpose(1, 2).contiguous(),
-            "b3_rows": stack(lambda m: m.heads.bias).unflatten(-1, (len(HEADS), self.spec.n_actions)),  # (K, 3, A)
+            "w3": stack(lambda m: m.head_parameters()[0]).transpose(1, 2).contiguous(),
+            "b3_rows": stack(lambda m: m.head_parameters()[1]).unflatten(-1, (len(HEADS), self.spec.n_actions)),  # (K, 3, A)
             "calib_scale": stack(lambda m: m.calib_scale)[:, None],  # (K, 1, 3)
             "calib_shift": stack(lambda m: m.calib_shift)[:, None],
             "w_hh": torch.stack([g.weight_hh_l0.detach() for g in gru]).transpose(1, 2).contiguous(),

@@ -70,7 +70,7 @@ def _evaluate_loss(model: BaseResponseModel, t: dict[str, torch.Tensor], size: i
 
 def fit_response_model(
     train: SequenceData, validation: SequenceData, config: ResponseModelConfig | None = None,
-    progress: bool = True, tensorboard_dir: Path | None = None,
+    progress: bool = True, tensorboard_dir: Path | None = None, offer_category: np.ndarray | None = None,
 ) -> BaseResponseModel | EnsembleResponseModel:
     """Train with early stopping on validation loss; returns the best model, recalibrated.
 
@@ -78,13 +78,15 @@ def fit_response_model(
     member k is trained on a bootstrap resample (with replacement, same size) of the training
     USERS, drawn from ``numpy.random.default_rng((seed, k))``, with ``seed + k`` for its
     initial weights and batch order; all members share the data spec of the whole training
-    set and the validation users (early stopping, recalibration)."""
-    return assemble_response_model([fit_member(*job) for job in member_jobs(train, validation, config, progress,
-                                                                            tensorboard_dir)])
+    set and the validation users (early stopping, recalibration). ``offer_category`` (the
+    catalog's category per offer) is kept in the data spec; ``category_sharing`` needs it."""
+    return assemble_response_model([fit_member(*job) for job in member_jobs(
+        train, validation, config, progress, tensorboard_dir, offer_category)], validation)
 
 
 def member_jobs(train: SequenceData, validation: SequenceData, config: ResponseModelConfig | None = None,
-                progress: bool = True, tensorboard_dir: Path | None = None) -> list[tuple]:
+                progress: bool = True, tensorboard_dir: Path | None = None,
+                offer_category: np.ndarray | None = None) -> list[tuple]:
     """The independent ``fit_member`` calls of ``fit_response_model`` (one per member), so a
     caller can run them in parallel and ``assemble_response_model`` their results."""
     config = config or ResponseModelConfig()
@@ -92,7 +94,7 @@ def member_jobs(train: SequenceData, validation: SequenceData, config: ResponseM
         raise ValueError(
             f"logs: need at least 10 training and 10 validation users, got {train.n_users} and {validation.n_users}"
         )
-    spec = DataSpec.from_data(train)
+    spec = DataSpec.from_data(train, offer_category)
     config = replace(config, batch_size=batch_size_for(config, train.n_users))  # saved with the model
     if config.ensemble_size == 1:
         return [(train, validation, config, spec, progress, tensorboard_dir)]
@@ -111,9 +113,19 @@ def batch_size_for(config: ResponseModelConfig, n_users: int) -> int:
     return max(1, min(config.batch_size, math.ceil(n_users / config.min_steps_per_epoch)))
 
 
-def assemble_response_model(members: list[BaseResponseModel]) -> BaseResponseModel | EnsembleResponseModel:
-    """The model of ``member_jobs``' fitted members: the member itself, or their ensemble."""
-    return members[0] if len(members) == 1 else EnsembleResponseModel(members).eval()
+def assemble_response_model(members: list[BaseResponseModel], validation: SequenceData | None = None
+                            ) -> BaseResponseModel | EnsembleResponseModel:
+    """The model of ``member_jobs``' fitted members: the member itself, or their ensemble,
+    whose mean probabilities get their own Platt recalibration on ``validation`` when the
+    members' config says ``calibrate`` (each member is calibrated, but their average is not: on
+    the wide world's logs the 5-member mean had click ECE 0.0084 against 0.0026 for one model)."""
+    if len(members) == 1:
+        return members[0]
+    ensemble = EnsembleResponseModel(members).eval()
+    if validation is not None and ensemble.config.calibrate:
+        with flush_denormals():
+            _recalibrate(ensemble, _tensors(validation))
+    return ensemble
 
 
 def fit_member(train: SequenceData, validation: SequenceData, config: ResponseModelConfig, spec: DataSpec,
@@ -150,7 +162,7 @@ def fit_member(train: SequenceData, validation: SequenceData, config: ResponseMo
     return model
 
 
-def _recalibrate(model: BaseResponseModel, t: dict[str, torch.Tensor]) -> None:
+def _recalibrate(model: BaseResponseModel | EnsembleResponseModel, t: dict[str, torch.Tensor]) -> None:
     """Platt scaling of each head on validation rows (click and churn directly; the
     conversion head on clicked rows, where p(convert | click) is observed)."""
     with torch.no_grad():

@@ -117,6 +117,18 @@ class ResponseModel(BaseResponseModel):
             self.history = NoHistory(h)
         self.state = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
         self.heads = nn.Linear(h, len(HEADS) * a)  # rows: per-action embeddings of each head
+        if config.category_sharing:
+            if not spec.action_category:
+                raise ValueError("response_model.category_sharing: the data spec has no action categories; fit "
+                                 "with the catalog (member_jobs(..., offer_category=catalog.category)) or set it false")
+            c = spec.n_categories
+            self.event_category = nn.Embedding(c, e)
+            self.head_category = nn.Linear(h, len(HEADS) * c)
+            category = torch.tensor(spec.action_category, dtype=torch.long)
+            self.register_buffer("action_category", category, persistent=False)
+            # row of (head j, action a) in head_category: j * C + category(a), laid out like heads' rows
+            self.register_buffer("head_category_rows", (torch.arange(len(HEADS))[:, None] * c + category).flatten(),
+                                 persistent=False)
 
     def profile_vector(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         parts = [emb(cat[:, j]) for j, emb in enumerate(self.cat_embed)]
@@ -124,13 +136,27 @@ class ResponseModel(BaseResponseModel):
             parts.append(self.num_proj((num - self.num_loc) / self.num_scale))
         return self.profile(torch.cat(parts, dim=-1))
 
+    def event_action_weight(self) -> torch.Tensor:
+        """(A, E) embedding of each action in the history (its category's plus its own)."""
+        w = self.event_action.weight
+        return w + self.event_category.weight[self.action_category] if self.config.category_sharing else w
+
+    def head_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3A, H) weight and (3A,) bias of the heads (rows (head, action); with category
+        sharing each row is its category's row plus its own)."""
+        w, b = self.heads.weight, self.heads.bias
+        if self.config.category_sharing:
+            rows = self.head_category_rows
+            w, b = w + self.head_category.weight[rows], b + self.head_category.bias[rows]
+        return w, b
+
     def event(self, actions: torch.Tensor, click: torch.Tensor, convert: torch.Tensor) -> torch.Tensor:
         outcome = (click > 0.5).long() + (convert > 0.5).long()
-        return self.event_action(actions) + self.event_outcome(outcome)
+        return F.embedding(actions, self.event_action_weight()) + self.event_outcome(outcome)
 
     def _all_logits(self, u: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         s = self.state(torch.cat([u, history], dim=-1))
-        return self.heads(s).unflatten(-1, (len(HEADS), self.spec.n_actions))
+        return F.linear(s, *self.head_parameters()).unflatten(-1, (len(HEADS), self.spec.n_actions))
 
     def _before_each(self, u: torch.Tensor, u_t: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
                      convert: torch.Tensor) -> torch.Tensor:
@@ -200,7 +226,8 @@ def load_response_model(directory: str | Path) -> BaseResponseModel | EnsembleRe
     directory = Path(directory)
     meta, state, _ = load_model_dir(directory, MODEL_FILE, "response-model", "run experiments.fit_simulator first")
     with blame_file(directory / CONFIG_FILE, "not a response-model config"):
-        spec, config = DataSpec(**meta["data"]), ResponseModelConfig(**meta["model"])
+        # directories written before category sharing existed: the model they hold had none
+        spec, config = DataSpec(**meta["data"]), ResponseModelConfig(**{"category_sharing": False, **meta["model"]})
         if config.ensemble_size == 1:
             model: BaseResponseModel | EnsembleResponseModel = build_response_model(spec, config)
         else:
@@ -208,5 +235,8 @@ def load_response_model(directory: str | Path) -> BaseResponseModel | EnsembleRe
                 build_response_model(spec, replace(config, ensemble_size=1, seed=config.seed + k))
                 for k in range(config.ensemble_size)])
     with blame_file(directory / MODEL_FILE, "cannot load the response-model weights"):
+        if isinstance(model, EnsembleResponseModel):
+            # ensembles saved before the ensemble's own recalibration have none: identity
+            state = {"calib_scale": model.calib_scale, "calib_shift": model.calib_shift, **state}
         model.load_state_dict(state)
     return model.eval()
