@@ -167,6 +167,9 @@ def test_estimated_logging_policy_reproduces_the_logged_sequences(world_logs):
     cmp = compare_sequences(sequence_stats(seq), sequence_stats(sequences_from_logs(again)))
     assert abs(cmp["stats"]["send_rate"]["rel_diff"]) < 0.1
     assert cmp["stats"]["time_between_sends"]["real"] > 1
+    zero = {k: 0.0 for k in cmp["real"]}
+    assert compare_sequences(zero, {**zero, "repeat_rate": 0.05})["stats"]["repeat_rate"]["within_tolerance"] is False
+    assert compare_sequences(zero, zero)["stats"]["repeat_rate"]["within_tolerance"] is True
 
 
 @pytest.mark.skipif(importlib.util.find_spec("recbole") is None, reason="recbole wheel (MovieLens files) not installed")
@@ -180,3 +183,6 @@ def test_movielens_smoke(tmp_path):
     assert "click_auc_gain_logistic" in json.loads((tmp_path / "fidelity.json").read_text())
     assert {"ips", "wdr"} <= set(results["ope"]["logging"]["estimators"])
     assert "Propensities are **estimated**" in (tmp_path / "report.md").read_text()
+    # nobody rates a movie twice: with the experiment's frequency cap of 1 neither does the simulation
+    repeat = results["sequences"]["stats"]["repeat_rate"]
+    assert repeat["real"] == 0 and repeat["simulated"] == 0

@@ -7,7 +7,9 @@ causal self-attention for the ablation, or none) reads the user's past events (o
 click, conversion); an MLP turns ``[u, history]`` into a state, and each head scores *every*
 action from that state (a linear layer whose rows are per-action embeddings) and the shown
 action's score is picked. Scoring all offers from one state is what makes fatigue and
-nurturing learnable: the history can push down exactly the offers recently shown. Conversion
+nurturing learnable: the history can push down exactly the offers recently shown. With
+``category_sharing`` (the default) each action's history embedding and head rows are its catalog
+category's plus its own, so a rarely logged offer borrows from its category. Conversion
 is trained ESMM-style on all exposures, p(click & convert) = p(click) * p(convert | click), so
 the conversion estimate is not biased by training on clicked rows only. After training, each
 head gets a Platt recalibration fitted on the validation users (a simulator samples from these

@@ -8,7 +8,10 @@ members along dim 1, ``(N, K, ...)``, so the world's row operations (reset slots
 active-row select) act on users exactly as for one model.
 
 What ``step_logits`` returns: per head, the MEAN of the members' probabilities, as a logit,
-``logit(mean_k p_k)`` (computed stably as ``logsumexp_k log p_k - logsumexp_k log(1 - p_k)``).
+``logit(mean_k p_k)`` (computed stably as ``logsumexp_k log p_k - logsumexp_k log(1 - p_k)``),
+then the ensemble's own Platt recalibration (``calib_scale`` / ``calib_shift``, fitted on the
+validation users by ``fit.assemble_response_model``: the average of calibrated members is not
+calibrated; identity for ensembles saved before it).
 A simulated user thus responds like the mixture of the members, head by head (for the
 conversion head this is the mean of p_k(convert | click), not the mixture's
 ``E[p_click p_convert] / E[p_click]``; the two differ only where the members disagree on
