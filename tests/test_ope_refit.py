@@ -83,6 +83,21 @@ def test_fqe_cost_does_not_depend_on_the_data_size_and_its_members_are_resamples
         assert len(d["bellman_error_train"]) == len(d["bellman_error_held_out"]) == len(d["value"]) == 2
         assert all(x > 0 for x in d["bellman_error_held_out"])
     assert sizes[100] == sizes[1000] == 2 * 5
+    horizon = int(data.mask.sum(axis=1).max())
+    assert horizon > 2 and fqe.diagnostics["covers_episodes"] is False  # 2 iterations cannot back up the return
+
+
+def test_fqe_says_when_its_iterations_cannot_cover_an_episode(caplog) -> None:
+    data, obs = _log(100, seed=8)
+    horizon = int(data.mask.sum(axis=1).max())
+    with caplog.at_level("WARNING", logger="campaign_gym"):
+        FQE(iterations=2, steps=1, n_refits=0, hidden=(8,)).fit(data, obs)
+    assert f"ope.fqe.iterations: 2 < the longest logged episode ({horizon} steps)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="campaign_gym"):
+        fqe = FQE(iterations=horizon, steps=1, n_refits=0, hidden=(8,))
+        fqe.fit(data, obs)
+    assert "ope.fqe.iterations" not in caplog.text and fqe.diagnostics["covers_episodes"] is True
     assert FQE(n_refits=0).refits() is None
     with pytest.raises(ValueError, match="ope.fqe.n_refits"):
         FQE(n_refits=1)

@@ -25,6 +25,7 @@ never, README):
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ from experiments.ope.data import OPEData
 from experiments.ope.estimators import SEQUENTIAL, Estimator, Refits
 from recsys.numerics import flush_denormals
 from recsys.stats import bootstrap_counts
+
+log = logging.getLogger("campaign_gym")
 
 
 class EnsembleMLP(nn.Module):
@@ -101,6 +104,11 @@ class FQE(Estimator):
             raise ValueError(f"ope.fqe: obs must be (users, steps, obs_dim) matching mask {data.mask.shape}, got {obs.shape}")
         torch.manual_seed(self.seed)
         mask, horizon = data.mask, data.mask.shape[1]
+        longest = int(mask.sum(axis=1).max()) if mask.size else 0
+        if self.iterations < longest:  # iteration k backs values up over k steps: the rest of the return is lost
+            log.warning("ope.fqe.iterations: %d < the longest logged episode (%d steps), so FQE estimates only the "
+                        "first %d steps' return; set experiment.ope.estimators.fqe_iterations >= %d",
+                        self.iterations, longest, self.iterations, longest)
         u, t = np.nonzero(mask)
         last = t + 1 >= horizon
         nxt = np.where(last, t, t + 1)
@@ -173,7 +181,8 @@ class FQE(Estimator):
                                                      None)
             history["value"].append(float(v0.mean()))
             history["clipped_share"].append(clipped / self.steps)
-        self.diagnostics = {"iterations": self.iterations, "steps_per_iteration": self.steps, "gradient_steps": taken,
+        self.diagnostics = {"iterations": self.iterations, "covers_episodes": self.iterations >= int(
+                                data.mask.sum(axis=1).max()), "steps_per_iteration": self.steps, "gradient_steps": taken,
                             "batch_size": self.batch_size, "n_refits": self.n_refits, **history}
 
     def refits(self) -> Refits | None:
