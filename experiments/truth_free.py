@@ -159,7 +159,15 @@ def _policy_estimates(factory: Callable[[CampaignVectorEnv], Policy], probe: Cal
 def ope_agreement(learned: dict[str, Any], ope: dict[str, Any], sequential: tuple[str, ...]) -> dict[str, Any]:
     """Per policy and sequential estimator (same target: the return per user): the learned-world
     return against the estimate, their relative gap and whether the two CIs overlap; per
-    estimator, Kendall tau of the two policy rankings (3 or more policies)."""
+    estimator, Kendall tau of the two policy rankings (3 or more policies), and whether it passes
+    the one check with a known answer (``known_answer``: its CI on the ``logging`` policy covers
+    the logs' own mean return; None when ``logging`` was not estimated). An estimator that fails
+    it is no witness for the other policies, so its agreement is no trust signal."""
+    logged, on_logging = ope.get("logged_value"), ope["policies"].get("logging", {})
+    known: dict[str, bool | None] = {}
+    for e in sequential:
+        iv = on_logging.get(e)
+        known[e] = None if not (logged and iv) else bool(iv["ci_low"] <= logged["mean"] <= iv["ci_high"])
     per_policy, names = {}, [p for p in ope["policies"] if p in learned]
     for p in names:
         lw = learned[p]["return"]
@@ -176,4 +184,4 @@ def ope_agreement(learned: dict[str, Any], ope: dict[str, Any], sequential: tupl
             t = kendalltau([learned[p]["return"]["mean"] for p in have],
                            [ope["policies"][p][e]["mean"] for p in have]).statistic
             tau[e] = None if np.isnan(t) else float(t)
-    return {"policies": per_policy, "kendall_tau": tau}
+    return {"policies": per_policy, "kendall_tau": tau, "known_answer": known}

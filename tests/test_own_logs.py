@@ -186,3 +186,29 @@ def test_movielens_smoke(tmp_path):
     # nobody rates a movie twice: with the experiment's frequency cap of 1 neither does the simulation
     repeat = results["sequences"]["stats"]["repeat_rate"]
     assert repeat["real"] == 0 and repeat["simulated"] == 0
+
+
+def _iv(mean: float, half: float) -> dict[str, float]:
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def test_agreement_from_an_estimator_that_fails_the_known_answer_check_is_no_trust_signal():
+    """The MovieLens case: WDR's CI overlaps the learned world's for ``popularity`` but misses the
+    logs' own return on ``logging`` (3.4 vs 11.3), so the summary must not call it trust."""
+    from experiments.report.own_logs import _trust
+    from experiments.truth_free import ope_agreement
+
+    learned = {"logging": {"return": _iv(11.3, 0.1)}, "popularity": {"return": _iv(15.7, 0.1)}}
+    held = {"logged_value": _iv(11.3, 0.8),
+            "policies": {"logging": {"wdr": _iv(3.4, 0.4), "fqe": _iv(11.0, 0.5)},
+                         "popularity": {"wdr": _iv(5.0, 14.0), "fqe": _iv(9.0, 1.0)}}}
+    agreement = ope_agreement(learned, held, ("fqe", "wdr", "pdis"))
+    assert agreement["known_answer"] == {"fqe": True, "wdr": False, "pdis": None}
+    assert agreement["policies"]["popularity"]["estimators"]["wdr"]["cis_overlap"]
+    text = _trust({"ope_agreement": agreement}, "popularity")
+    assert "1 of the 2 sequential estimators" in text and "no estimator vouches for it" in text
+
+    held["policies"]["popularity"]["fqe"] = _iv(15.5, 1.0)  # a passing estimator agrees too
+    text = _trust({"ope_agreement": ope_agreement(learned, held, ("fqe", "wdr"))}, "popularity")
+    assert "2 of the 2" in text and "only fqe counts" in text
+    assert ope_agreement(learned, {"policies": held["policies"]}, ("wdr",))["known_answer"] == {"wdr": None}

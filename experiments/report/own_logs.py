@@ -96,9 +96,16 @@ def _trust(results: Mapping[str, Any], policy: str) -> str:
     rows = agreement["policies"].get(policy, {}).get("estimators", {})
     if not rows:
         return "; not evaluated off-policy (add it to experiment.ope.policies)"
-    ok = [e for e, r in rows.items() if r["cis_overlap"]]
-    return (f"; OPE on held-out logs agrees (CIs overlap) for {', '.join(ok) or 'no'} of "
-            f"{', '.join(rows)}")
+    agree = [e for e, r in rows.items() if r["cis_overlap"]]
+    text = (f"; OPE on held-out logs agrees (CIs overlap) with {len(agree)} of the {len(rows)} sequential "
+            f"estimators ({', '.join(rows)})" + (f": {', '.join(agree)}" if agree else ""))
+    known = agreement.get("known_answer", {})
+    failed = [e for e in agree if known.get(e) is False]
+    if failed:
+        text += (f", but {', '.join(failed)} {'fails' if len(failed) == 1 else 'fail'} the known-answer check on the "
+                 "logging policy, so " + ("no estimator vouches for it" if len(failed) == len(agree) else
+                                          f"only {', '.join(e for e in agree if e not in failed)} counts"))
+    return text
 
 
 def observed_md(obs: Mapping[str, Any], fidelity: Mapping[str, Any]) -> str:
