@@ -62,6 +62,7 @@ from scipy.stats import t as student_t
 from tqdm import tqdm
 
 from experiments.claims import agent_claims, seed_interval
+from experiments.curves import curve_summary, curves_across_seeds
 from experiments.report.aggregate import write_aggregate_report
 from recsys.artifacts import atomic_write_json, atomic_write_text
 
@@ -284,6 +285,9 @@ def aggregate(sweep_dir: Path, level: float = 0.95, seed_keys: Sequence[str] = S
         raise AggregateError(f"{sweep_dir}: none of {len(jobs)} jobs has usable results "
                              f"(first error: {failed[0]['error'] if failed else 'none'})")
     stats = [across_seeds([j.results for j in g.jobs], level) for g in groups]
+    for g, st in zip(groups, stats, strict=True):
+        st["curves"] = curves_across_seeds([j.dir for j in g.jobs], level)
+        st["curve_summary"] = curve_summary(st["curves"])
     comparisons = reward_comparisons(groups, stats)
     summary = {
         "sweep_dir": str(sweep_dir),

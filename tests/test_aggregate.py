@@ -272,3 +272,45 @@ def test_a_failed_rerun_beside_old_results_is_a_failure_not_a_success(tmp_path):
     assert summary["failed_jobs"][0]["error"] == "ValueError: the re-run failed"
     agg.retire_previous_results(job)  # the next attempt starts clean: no marker, no results
     assert not (job / agg.FAILED_MARKER).exists() and not (job / "results.json").exists()
+
+
+# ---------------------------------------------------------------- learning curves across seeds
+def _events(job_dir: Path, agent: str, tag: str, points: list[tuple[int, float]]) -> None:
+    """TensorBoard event files as SB3 writes them: <job>/tensorboard/<agent>_1/events.out.tfevents.*"""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(job_dir / "tensorboard" / f"{agent}_1")) as writer:
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+
+
+def test_learning_curves_across_seeds_and_their_plot(tmp_path):
+    """Per agent and world: at each evaluation step the mean over the seeds that reached it,
+    with the t-interval a hand computation gives; the peak and the last step summarised; the
+    report gets the plot."""
+    jobs = [([f"experiment.seed={s}"], _results(s, "profit", {"ppo": 10.0 + s, "logistic": 9.0})) for s in (0, 1, 2)]
+    sweep = _sweep(tmp_path / "sweep", ["experiment.seed=0,1,2"], jobs)
+    learned = {0: [(100, 5.0), (200, 7.0)], 1: [(100, 6.0), (200, 8.0)], 2: [(100, 7.0), (200, 9.0), (300, 9.5)]}
+    true = {0: [(100, 6.0), (200, 5.0)], 1: [(100, 7.0), (200, 6.0)], 2: [(100, 8.0), (200, 7.0), (300, 6.5)]}
+    for s in (0, 1, 2):
+        _events(sweep / str(s), "ppo", "eval_learned/profit_per_user", learned[s])
+        _events(sweep / str(s), "ppo", "eval_true/profit_per_user", true[s])
+    summary = agg.aggregate(sweep)
+    (group,) = summary["groups"]
+    c = group["curves"]["ppo"]
+    assert c["learned"]["steps"] == [100, 200, 300] and c["learned"]["n_seeds"] == [3, 3, 1]
+    assert c["learned"]["mean"] == pytest.approx([6.0, 8.0, 9.5])
+    iv = t_interval(np.array([6.0, 7.0, 8.0]), 0.95)
+    assert (c["true"]["ci_low"][0], c["true"]["ci_high"][0]) == pytest.approx((iv.ci_low, iv.ci_high))
+    assert c["true"]["ci_low"][2] is None  # one seed reached step 300: no interval
+    assert group["curve_summary"]["ppo"]["true"] == {"peak_step": 100, "peak_mean": pytest.approx(7.0),
+                                                     "last_step": 300, "last_mean": pytest.approx(6.5)}
+    assert group["curve_summary"]["ppo"]["learned"]["peak_step"] == 300
+    assert (sweep / "aggregate_group0_curves.png").stat().st_size > 5_000
+    assert "learning curves in both worlds" in (sweep / "aggregate.md").read_text()
+
+
+def test_a_sweep_without_event_files_has_no_curves(reward_sweep):
+    summary = agg.aggregate(reward_sweep)
+    assert all(g["curves"] == {} for g in summary["groups"])
+    assert not list(reward_sweep.glob("*_curves.png"))

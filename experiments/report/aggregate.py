@@ -11,7 +11,7 @@ import numpy as np
 
 from experiments.report.html import Section, write_report
 from experiments.report.markdown import METRIC_LABELS, interval, num, table
-from experiments.report.plots import plot_objectives, plot_policy_metrics
+from experiments.report.plots import plot_curves_across_seeds, plot_objectives, plot_policy_metrics
 from experiments.report.tables import (
     TABLE_METRICS,
     Column,
@@ -50,6 +50,12 @@ def write_aggregate_report(summary: Mapping[str, Any], sweep_dir: Path) -> None:
             sections.append((f"{g['label']}: simulator-trained agents vs the best recommender, across seeds",
                              claims_md(g["claims"], pct)))
     for i, g in enumerate(summary["groups"]):
+        png = f"aggregate_group{i}_curves.png"
+        if plot_curves_across_seeds(g.get("curves") or {}, sweep_dir / png, f"{g['label']}: evaluation during "
+                                    f"training, mean over {len(g['seeds'])} seeds, {pct} t-interval",
+                                    _best_recommender(g.get("claims") or {})):
+            sections.append((f"{g['label']}: learning curves in both worlds, across seeds",
+                             curves_md(g["curve_summary"]) + f"\n\n![learning curves]({png})"))
         for world, w in g["worlds"].items():
             keys = {**g["overrides"], "objective": g["objective"], "world": world}
             rows += interval_rows(w["policies"], ("n_seeds", "mean", "ci_low", "ci_high"), **keys)
@@ -70,6 +76,21 @@ def write_aggregate_report(summary: Mapping[str, Any], sweep_dir: Path) -> None:
     write_csv(sweep_dir / "aggregate.csv", rows)
     write_latex(sweep_dir / "aggregate.tex", tables)
     write_report(sweep_dir, sections, f"campaign-gym sweep: {Path(summary['sweep_dir']).name}", stem="aggregate")
+
+
+def _best_recommender(claims: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The best recommender's TrueWorld profit across seeds (the same for every agent's row)."""
+    return next((row["best_recommender_profit"] for row in claims.values() if "best_recommender_profit" in row), None)
+
+
+def curves_md(summary: Mapping[str, Any]) -> str:
+    """Where each agent's mean evaluation curve peaks, and where it ends, in each world."""
+    rows = [(f"`{agent}`", world, num(c["peak_mean"]), f"{c['peak_step']:,}", num(c["last_mean"]), f"{c['last_step']:,}")
+            for agent, worlds in summary.items() for world, c in worlds.items()]
+    return ("Profit per user of the periodic evaluations during training (held-out users; learned world = "
+            "what the data can see, true world = the referee). A learned curve still rising at the last step "
+            "says more steps may pay; a true curve that peaks earlier says the agent started exploiting the "
+            "simulator.\n\n" + table(("agent", "world", "peak mean", "at step", "last mean", "last step"), rows))
 
 
 def claims_md(claims: Mapping[str, Any], level: str) -> str:

@@ -269,3 +269,37 @@ def plot_sim_vs_true(points: Mapping[str, tuple[float, float]], path: Path, high
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     save_figure(fig, path)
+
+
+def plot_curves_across_seeds(curves: Mapping[str, Mapping[str, Mapping[str, list]]], path: Path, title: str,
+                             reference: Mapping[str, Any] | None = None) -> bool:
+    """One panel per agent: its evaluation profit per user in the learned and the true world
+    against training steps (mean over seeds, band = the across-seed interval); ``reference``
+    (e.g. the best recommender's TrueWorld profit across seeds) as a horizontal band. False if
+    there is nothing to plot."""
+    agents = [a for a, worlds in curves.items() if any(c["steps"] for c in worlds.values())]
+    if not agents:
+        return False
+    fig, axes = plt.subplots(1, len(agents), figsize=(4.6 * len(agents), 3.6), squeeze=False, sharey=True)
+    for ax, agent in zip(axes[0], agents, strict=True):
+        for world, color in (("learned", "tab:purple"), ("true", "tab:green")):
+            c = curves[agent].get(world)
+            if not c or not c["steps"]:
+                continue
+            steps = np.asarray(c["steps"])
+            ax.plot(steps, c["mean"], color=color, marker=".", lw=1.4, label=f"{world} world")
+            lo = np.array([np.nan if v is None else v for v in c["ci_low"]], dtype=float)
+            hi = np.array([np.nan if v is None else v for v in c["ci_high"]], dtype=float)
+            ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
+        if reference and reference.get("mean") is not None:
+            ax.axhline(reference["mean"], color="grey", ls="--", lw=1, label="best recommender (true)")
+            if reference.get("ci_low") is not None:
+                ax.axhspan(reference["ci_low"], reference["ci_high"], color="grey", alpha=0.12, lw=0)
+        ax.set_title(agent)
+        ax.set_xlabel("training env steps")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("profit per user (evaluation)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    save_figure(fig, path)
+    return True
