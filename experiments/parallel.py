@@ -41,14 +41,14 @@ from experiments import setup_torch
 
 log = logging.getLogger("campaign_gym")
 
-# Seconds jobs of `make run` took on 2 cores (results.json -> jobs, commit 7edc85e, 2 workers):
-# the order jobs are queued in, longest first, so the short ones fill the workers around the
-# long ones (LPT scheduling). Only the wall time depends on it, never a result.
+# Seconds jobs of `make run` took on 2 cores (results.json -> jobs, commit 49b4d52, 2 workers; PPO
+# and ppo_true train 3M steps): the order jobs are queued in, longest first, so the short ones fill
+# the workers around the long ones (LPT scheduling). Only the wall time depends on it, never a result.
 TYPICAL_SECONDS = {
-    "user_gan": 267, "response_model_attention": 200, "response_model_gru": 99, "response_model_none": 41,
-    "response_model_logistic": 21, "deepfm": 61, "gru4rec": 37, "value_ranker": 32, "logistic": 29, "mf": 6,
-    "train_recurrent_ppo": 127, "train_maskable_ppo": 112, "train_ppo": 94, "train_ppo_true": 87, "train_dqn": 56,
-    "train_a2c": 31,
+    "user_gan": 159, "response_model_attention": 110, "response_model_gru": 54, "response_model_none": 34,
+    "response_model_logistic": 12, "deepfm": 36, "gru4rec": 26, "value_ranker": 20, "logistic": 20, "mf": 2,
+    "train_ppo": 133, "train_ppo_true": 116, "train_maskable_ppo": 53, "train_recurrent_ppo": 52, "train_dqn": 22,
+    "train_a2c": 14,
 }
 
 

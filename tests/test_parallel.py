@@ -69,4 +69,4 @@ def test_jobs_are_queued_longest_first_and_unknown_ones_keep_their_order():
     from experiments.parallel import longest_first
 
     names = ["mf", "train_sac", "response_model_gru_member_1", "user_gan", "train_td3", "train_ppo"]
-    assert longest_first(names) == ["user_gan", "response_model_gru_member_1", "train_ppo", "mf", "train_sac", "train_td3"]
+    assert longest_first(names) == ["user_gan", "train_ppo", "response_model_gru_member_1", "mf", "train_sac", "train_td3"]
