@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
             model = EnsembleResponseModel(members, batched="fused") if len(members) > 1 else members[0]
         world = LearnedWorld(model, base.sampler, base.catalog, agent["n_envs"], pessimism)
     env = CampaignVectorEnv(world, CampaignConfig(invalid_action="penalize"))
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecMonitor
 
     vec = Timed(VecMonitor(SB3VecEnv(env)))
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
                                            seed=0, device="cpu", verbose=0, **agent["hyperparams"])
     print(f"learn() for {args.steps} steps ...", file=sys.stderr)
     start = time.perf_counter()
+    model.set_logger(Logger(folder=None, output_formats=[]))  # else SB3 leaves an empty tempdir/SB3-<time> folder
     model.learn(args.steps)
     wall = time.perf_counter() - start
     return {

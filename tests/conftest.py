@@ -19,6 +19,15 @@ from recsys.data.sequences import sequences_from_logs  # noqa: E402
 from recsys.data.splits import split_users  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_pytest_tmp(tmp_path_factory):
+    """Tests that call SB3's ``learn()`` directly would leave an empty ``/tmp/SB3-<time>``
+    folder each (SB3's default logger dir); point it at pytest's own temporary tree."""
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3"))
+    yield
+    os.environ.pop("SB3_LOGDIR", None)
+
+
 @pytest.fixture(scope="session")
 def logged_splits():
     """``make(n_users) -> (logs, train, validation, test)``: default-TrueWorld logs of the logging
