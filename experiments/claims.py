@@ -4,11 +4,14 @@ A claim about a training algorithm needs several seeds: each seed refits the log
 simulator and every agent, and the spread between seeds is larger than any CI over users
 (docs/experiments.md). Per simulator-trained agent and group of runs:
 
-- TrueWorld profit per user: the mean over seeds with a Student-t interval;
-- ``minus_best_recommender``: its profit minus that of the seed's best supervised recommender
+- ``metric``: what "wins" means, the objective the runs optimised (``campaign.reward``): profit
+  per user for the profit reward, else the TrueWorld return per user (clicks, conversions or the
+  weighted sum); ``true_value`` is the agent's, ``true_profit`` its profit whatever the reward;
+- ``minus_best_recommender``: its value minus that of the seed's best supervised recommender
   (on the same users, so the difference of means is the mean paired difference), t-interval;
+  ``minus_recommender``: the same against each recommender (e.g. ``logistic``);
 - ``probability_of_improvement``: P(X > Y) for X the agent's and Y the best recommender's
-  per-seed profit, over all pairs of seeds (ties count 1/2; Agarwal et al. 2021, rliable),
+  per-seed value, over all pairs of seeds (ties count 1/2; Agarwal et al. 2021, rliable),
   with a percentile interval from resampling the seeds of X and of Y independently;
 - ``overrating``: the learned-world value (in the world it trained in) / true value − 1;
 - ``gap_to_true_trained``: ``ppo_true`` (the same algorithm trained in TrueWorld) minus it.
@@ -64,30 +67,49 @@ def _own_world_return(result: Mapping[str, Any], agent: str) -> float | None:
     return learned[agent]["return"]["mean"] if agent in learned else None
 
 
+def claim_metric(result: Mapping[str, Any]) -> str:
+    """``"profit"`` for runs that optimised profit, else ``"return"`` (their own objective)."""
+    reward = result.get("config", {}).get("campaign", {}).get("reward", "profit")
+    return "profit" if reward == "profit" else "return"
+
+
 def agent_claims(results: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any]:
     """Per simulator-trained agent of these runs (the seeds of one group): see the module docstring."""
     agents = list(dict.fromkeys(a for r in results for a in _sim_trained(r)))
+    metrics = {claim_metric(r) for r in results}
+    if len(metrics) > 1:
+        raise ValueError(f"agent_claims: the runs optimised different objectives ({sorted(metrics)}); group them "
+                         "by campaign.reward first")
+    metric = metrics.pop() if metrics else "profit"
     out: dict[str, Any] = {}
     for agent in agents:
         runs = [r for r in results if agent in r["worlds"]["true"]["policies"]]
-        profit, best, gap, over = [], [], [], []
+        value, profit, best, best_profit, gap, over = [], [], [], [], [], []
+        per_rec: dict[str, list[float]] = {}
         for r in runs:
             true = r["worlds"]["true"]["policies"]
             recommenders = [n for n in r["recommenders"]["offline_metrics"] if n in true]
+            value.append(true[agent][metric]["mean"])
             profit.append(true[agent]["profit"]["mean"])
             if recommenders:
-                best.append(max(true[n]["profit"]["mean"] for n in recommenders))
+                best.append(max(true[n][metric]["mean"] for n in recommenders))
+                best_profit.append(max(true[n]["profit"]["mean"] for n in recommenders))
+            for n in recommenders:
+                per_rec.setdefault(n, []).append(value[-1] - true[n][metric]["mean"])
             if "ppo_true" in true:
-                gap.append(true["ppo_true"]["profit"]["mean"] - profit[-1])
+                gap.append(true["ppo_true"][metric]["mean"] - value[-1])
             learned, t = _own_world_return(r, agent), true[agent]["return"]["mean"]
             if learned is not None and t:
                 over.append(learned / t - 1.0)
-        row: dict[str, Any] = {"true_profit": seed_interval(profit, level), "overrating": seed_interval(over, level)}
-        if len(best) == len(profit):
-            row["best_recommender_profit"] = seed_interval(best, level)
-            row["minus_best_recommender"] = seed_interval(np.subtract(profit, best), level)
-            row["probability_of_improvement"] = probability_of_improvement(profit, best, level)
-        if len(gap) == len(profit):
+        row: dict[str, Any] = {"metric": metric, "true_value": seed_interval(value, level),
+                               "true_profit": seed_interval(profit, level), "overrating": seed_interval(over, level)}
+        if len(best) == len(value):
+            row["best_recommender_value"] = seed_interval(best, level)
+            row["best_recommender_profit"] = seed_interval(best_profit, level)  # the training curves' band
+            row["minus_best_recommender"] = seed_interval(np.subtract(value, best), level)
+            row["probability_of_improvement"] = probability_of_improvement(value, best, level)
+        row["minus_recommender"] = {n: seed_interval(d, level) for n, d in per_rec.items() if len(d) == len(value)}
+        if len(gap) == len(value):
             row["gap_to_true_trained"] = seed_interval(gap, level)
         out[agent] = row
     return out

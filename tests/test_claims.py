@@ -45,3 +45,29 @@ def test_probability_of_improvement_counts_ties_half_and_its_interval_brackets_i
     assert probability_of_improvement([3.0, 4.0], [1.0, 2.0], 0.95)["mean"] == 1.0
     p = probability_of_improvement([1.0, 3.0, 5.0, 2.0, 4.0], [2.5, 2.5, 2.5, 2.5, 2.5], 0.95)
     assert p["mean"] == pytest.approx(0.6) and p["ci_low"] <= 0.6 <= p["ci_high"] and p["ci_high"] - p["ci_low"] > 0.2
+
+
+def test_claims_of_a_conversion_objective_compare_the_objective_not_profit():
+    """With campaign.reward=conversion an agent that converts more wins even if a recommender
+    makes more profit; the per-recommender differences answer "ppo >= logistic"."""
+    runs = []
+    for agent_conv, logistic_conv, ranker_conv in [(0.60, 0.55, 0.50), (0.58, 0.57, 0.52), (0.62, 0.56, 0.51)]:
+        r = _run(10.0, 20.0, 11.0, 15.0, 10.0)  # profit: value_ranker far ahead
+        r["config"]["campaign"] = {"reward": "conversion"}
+        true = r["worlds"]["true"]["policies"]
+        for name, conv in (("ppo", agent_conv), ("logistic", logistic_conv), ("value_ranker", ranker_conv),
+                           ("ppo_true", 0.7)):
+            true[name]["return"] = _iv(conv)
+        r["worlds"]["learned"]["policies"]["ppo"]["return"] = _iv(agent_conv * 1.1)
+        runs.append(r)
+    row = agent_claims(runs, 0.95)["ppo"]
+    assert row["metric"] == "return"
+    np.testing.assert_allclose(row["best_recommender_value"]["values"], [0.55, 0.57, 0.56])  # logistic each seed
+    np.testing.assert_allclose(row["minus_recommender"]["logistic"]["values"], [0.05, 0.01, 0.06], atol=1e-12)
+    np.testing.assert_allclose(row["minus_recommender"]["value_ranker"]["values"], [0.10, 0.06, 0.11], atol=1e-12)
+    assert row["probability_of_improvement"]["mean"] == pytest.approx(1.0)
+    np.testing.assert_allclose(row["true_profit"]["values"], [10.0, 10.0, 10.0])  # still reported
+    np.testing.assert_allclose(row["overrating"]["values"], [0.1, 0.1, 0.1], atol=1e-12)
+    mixed = [runs[0], _run(12.0, 11.0, 11.5, 15.0, 13.2)]
+    with pytest.raises(ValueError, match="group them by campaign.reward"):
+        agent_claims(mixed, 0.95)

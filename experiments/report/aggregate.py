@@ -94,7 +94,8 @@ def curves_md(summary: Mapping[str, Any]) -> str:
 
 
 def claims_md(claims: Mapping[str, Any], level: str) -> str:
-    """One row per simulator-trained agent: the sweep's answer to "does it beat the recommender"."""
+    """One row per simulator-trained agent: the sweep's answer to "does it beat the recommender",
+    on the runs' own objective (``claims.claim_metric``), then the agent minus each recommender."""
     def cell(row: Mapping[str, Any], key: str, fmt: str = "") -> str:
         iv = row.get(key)
         if not iv or iv.get("mean") is None:
@@ -102,19 +103,33 @@ def claims_md(claims: Mapping[str, Any], level: str) -> str:
         if fmt == "pct":
             return (f"{iv['mean']:+.0%}" + (f" [{iv['ci_low']:+.0%}, {iv['ci_high']:+.0%}]"
                                             if iv.get("ci_low") is not None else ""))
-        return interval(iv, sign=key != "true_profit")
+        return interval(iv, sign=key in ("minus_best_recommender", "gap_to_true_trained"))
 
-    order = sorted(claims, key=lambda a: -(claims[a]["true_profit"]["mean"] or 0.0))
-    rows = [(f"`{a}`", cell(claims[a], "true_profit"), cell(claims[a], "minus_best_recommender"),
-             cell(claims[a], "probability_of_improvement").lstrip("+"), cell(claims[a], "overrating", "pct"),
-             cell(claims[a], "gap_to_true_trained"), str(claims[a]["true_profit"]["n_seeds"])) for a in order]
-    return (table(("agent", "TrueWorld profit", "− best recommender", "P(agent > best rec.)", "overrating",
+    def value(row: Mapping[str, Any]) -> Mapping[str, Any]:
+        return row.get("true_value") or row["true_profit"]
+
+    metric = next((row.get("metric", "profit") for row in claims.values()), "profit")
+    what = "profit" if metric == "profit" else "return (the objective's reward per user)"
+    order = sorted(claims, key=lambda a: -(value(claims[a])["mean"] or 0.0))
+    rows = [(f"`{a}`", cell(claims[a], "true_value" if "true_value" in claims[a] else "true_profit"),
+             cell(claims[a], "minus_best_recommender"),
+             cell(claims[a], "probability_of_improvement"), cell(claims[a], "overrating", "pct"),
+             cell(claims[a], "gap_to_true_trained"), str(value(claims[a])["n_seeds"])) for a in order]
+    text = (table(("agent", f"TrueWorld {metric}", "− best recommender", "P(agent > best rec.)", "overrating",
                    "ppo_true − agent", "seeds"), rows)
             + f"\n\nMean [{level} Student-t interval over seeds]; each seed refits logs, simulator and agents. "
-            "The best recommender is the best supervised recommender of each seed (TrueWorld profit, same users). "
+            f"Compared on TrueWorld {what}. The best recommender is the best supervised recommender of each "
+            "seed (same users). "
             "P(agent > best rec.): the probability that a seed of the agent beats a seed of the recommender "
             "(rliable's probability of improvement; interval from resampling seeds). Overrating: the value in "
             "the world the agent trained in / its true value − 1.")
+    recs = list(dict.fromkeys(n for a in order for n in claims[a].get("minus_recommender", {})))
+    if recs:
+        per = [(f"`{a}`", *(interval(claims[a]["minus_recommender"][n], sign=True)
+                            if n in claims[a].get("minus_recommender", {}) else "–" for n in recs)) for a in order]
+        text += (f"\n\nAgent minus each recommender (TrueWorld {metric}, paired by seed):\n\n"
+                 + table(("agent", *(f"− `{n}`" for n in recs)), per))
+    return text
 
 
 def _sweep_section(summary: Mapping[str, Any]) -> Section:
