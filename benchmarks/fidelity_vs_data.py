@@ -28,7 +28,12 @@ METHOD = (
     "the held-out test users against the truth replayed from the world (envs.true_world.replay_oracle): "
     "click / conversion AUC, the segment oracle's AUC (the same world with each user's latent replaced "
     "by its segment mean), their gaps (target of the sim-to-real issue: gap >= -0.01) and the ECE "
-    "against the true probabilities (target <= 0.005). fit_seconds is wall time on one torch thread."
+    "against the true probabilities (target <= 0.005). fit_seconds is wall time on one torch thread. "
+    "Off the logs (--repeat-users > 0): for every offer k, the policy that sends k at every step, rolled "
+    "out for --repeat-users users in TrueWorld and in a LearnedWorld of the fitted model whose users are "
+    "the logged training profiles resampled (so the probe judges the response model, not the GAN); "
+    "repeat_click_ratio[k] = learned / true clicks per user, summarised by the median and the mean "
+    "|log ratio| over offers (0 = the model extrapolates repetition like the world)."
 )
 TARGET_GAP, TARGET_ECE = -0.01, 0.005
 
@@ -66,6 +71,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overrides", nargs="*", default=[], help="more Hydra overrides (e.g. experiment=smoke)")
     p.add_argument("--seed", type=int, default=0, help="experiment seed: logged users' block and split")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--repeat-users", type=int, default=3000,
+                   help="users per offer of the repeated-offer probe (0: skip it)")
     args = p.parse_args(argv)
     if min(args.users) < 50:
         p.error("--users: need >= 50 (the split keeps >= 10 training and validation users)")
@@ -113,19 +120,49 @@ def main(argv: list[str] | None = None) -> dict:
             seconds = time.perf_counter() - start
             f = response_model_fidelity({model_config.history_encoder: predict(model, test)}, test, oracle,
                                         main=model_config.history_encoder, n_boot=10, seed=args.seed)
+            repeat = (repeat_probe(model, data, config, args.repeat_users, args.seed) if args.repeat_users > 0
+                      else {})
             rows.append({
                 "users": n_users, "train_users": train.n_users, "setting": setting, "fit_seconds": round(seconds, 1),
                 "click_auc": f["click_auc"], "segment_oracle_click_auc": f["segment_oracle_click_auc"],
                 "click_gap": f["click_auc"] - f["segment_oracle_click_auc"],
                 "conversion_auc": f["conversion_auc"], "segment_oracle_conversion_auc": f["segment_oracle_conversion_auc"],
                 "conversion_gap": f["conversion_auc"] - f["segment_oracle_conversion_auc"],
-                "click_ece": f["click_ece"], "conversion_ece": f["conversion_ece"],
+                "click_ece": f["click_ece"], "conversion_ece": f["conversion_ece"], **repeat,
             })
             _log("  " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}))
     out = {"benchmark": "fidelity_vs_data", "world": args.world, "seed": args.seed, "method": METHOD,
            "targets": {"gap": TARGET_GAP, "ece": TARGET_ECE}, "rows": rows}
     print(json.dumps(out, indent=1))
     return out
+
+
+def repeat_probe(model, data, config, n_users: int, seed: int) -> dict:
+    """Learned / true clicks per user of each "always send offer k" policy (see ``METHOD``)."""
+    import numpy as np
+
+    from agents.base import DeterministicPolicy
+    from envs.learned_world import LearnedWorld
+    from envs.true_world import TrueWorld
+    from experiments.collect import make_env_factory, rollout
+    from recsys.simulator.user_gan.marginals import ResampledProfiles
+
+    class AlwaysOffer(DeterministicPolicy):
+        def __init__(self, env, offer: int) -> None:
+            self.offer, self.n_actions = offer, env.catalog.n_actions
+
+        def act(self, obs, masks=None):  # "no offer" where the campaign's rules forbid k
+            a = np.full(len(obs), self.offer)
+            return a if masks is None else np.where(masks[:, self.offer], a, 0)
+
+    sampler, catalog = ResampledProfiles(data.split_profiles("train")), data.catalog
+    worlds = {"true": make_env_factory(lambda n: TrueWorld(config.world, n), config.campaign),
+              "learned": make_env_factory(lambda n: LearnedWorld(model, sampler, catalog, n), config.campaign)}
+    clicks = {w: [float(rollout(make, lambda e, k=k: AlwaysOffer(e, k), n_users, seed=10**7 + seed).clicks.mean())
+                  for k in range(1, catalog.n_actions)] for w, make in worlds.items()}
+    ratio = np.array(clicks["learned"]) / np.maximum(np.array(clicks["true"]), 1e-9)
+    return {"repeat_click_ratio": ratio.round(4).tolist(), "repeat_click_ratio_median": float(np.median(ratio)),
+            "repeat_mean_abs_log_ratio": float(np.mean(np.abs(np.log(ratio))))}
 
 
 if __name__ == "__main__":

@@ -41,9 +41,10 @@ def _where(keep_new: torch.Tensor, new: Any, old: Any) -> Any:
 
 
 def _assign(state: Any, rows: torch.Tensor, new: Any) -> None:
+    """Write ``new`` into the ``rows`` of a history state (tensors or nested dicts of tensors)."""
     if isinstance(state, dict):
         for k in state:
-            state[k][rows] = new[k]
+            _assign(state[k], rows, new[k])
     else:
         state[rows] = new
 

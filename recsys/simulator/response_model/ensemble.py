@@ -65,6 +65,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.nn import functional as F
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from recsys.simulator.response_model import exposure
 from recsys.simulator.response_model.config import HEADS, DataSpec, ResponseModelConfig
 
 BATCHED = ("auto", "fused", "vmap")
@@ -138,10 +139,33 @@ class EnsembleResponseModel(nn.Module):
         return self.mean_logits(torch.stack([m.forward_all(cat, num, actions, click, convert) for m in self.members]))
 
     # ------------------------------------------------------------------ step by step (batched)
+    @property
+    def _exposure(self) -> bool:
+        return bool(getattr(self.config, "exposure_features", False))
+
+    def _state_dims(self) -> Any:
+        """vmap's in_dims of a state: members along dim 1; exposure counts are the members' shared data."""
+        return {"history": 1, "exposure": None} if self._exposure else 1
+
+    def _split(self, state: Any) -> tuple[Any, torch.Tensor | None]:
+        return (state["history"], state["exposure"]) if self._exposure else (state, None)
+
+    def _join(self, history: Any, counts: torch.Tensor | None) -> Any:
+        return {"history": history, "exposure": counts} if self._exposure else history
+
     def initial_state(self, cat: torch.Tensor, num: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        """(u, history) of new users, the K members along dim 1."""
+        """(u, history) of new users, the K members along dim 1 (with ``exposure_features`` the
+        history is ``{"history": that, "exposure": counts}``, the counts shared by the members)."""
         if self.batched == "vmap":
-            return self._vmapped("initial_state", (None, None), cat, num)
+            u, state = self._vmapped("initial_state", (None, None), cat, num)
+            history, counts = self._split(state)
+            return u, self._join(history, None if counts is None else counts[:, 0])  # vmap copied it per member
+        u, history = self._fused_initial_state(cat, num)
+        first = self.members[0]
+        return u, self._join(history, exposure.initial(len(cat), first.exposure_decays, first.exposure_width)
+                             if self._exposure else None)
+
+    def _fused_initial_state(self, cat: torch.Tensor, num: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self._weights()
         with torch.no_grad():
             parts = [w["cat_table"].index_select(1, (cat + w["cat_offsets"]).flatten()).unflatten(1, cat.shape)
@@ -160,10 +184,13 @@ class EnsembleResponseModel(nn.Module):
     def member_logits(self, u: torch.Tensor, state: Any, actions: torch.Tensor) -> torch.Tensor:
         """(K, N, 3) calibrated logits of every member for ``actions``."""
         if self.batched == "vmap":
-            return self._vmapped("step_logits", (1, 1, None), u, state, actions).transpose(0, 1)
+            return self._vmapped("step_logits", (1, self._state_dims(), None), u, state, actions).transpose(0, 1)
         w = self._weights()
         n_heads, n_actions = len(HEADS), self.spec.n_actions
-        pu, h = u.transpose(0, 1), state.transpose(0, 1)
+        history, counts = self._split(state)
+        pu, h = u.transpose(0, 1), history.transpose(0, 1)
+        if counts is not None:
+            counts = exposure.features_shown(counts, self.members[0].exposure_columns, actions)  # (N, 2D)
         out = torch.empty(len(self.members), h.shape[1], n_heads)
         with torch.no_grad():
             head_rows = torch.arange(n_heads) * n_actions  # row of (head j, action 0) in w3_rows
@@ -176,6 +203,8 @@ class EnsembleResponseModel(nn.Module):
                 shown_w = w["w3_rows"].index_select(1, (a[:, None] + head_rows).flatten()).unflatten(1, (-1, n_heads))
                 shown = shown_w.mul_(z2[:, :, None]).sum(-1)
                 shown += w["b3_rows"][:, :, a].transpose(1, 2)  # the bias of the shown action only
+                if counts is not None:
+                    shown += torch.matmul(counts[rows], w["exposure_w"])  # (rows, 2D) @ (K, 2D, 3)
                 torch.addcmul(w["calib_shift"], shown, w["calib_scale"], out=out[:, rows])
         return out
 
@@ -195,10 +224,19 @@ class EnsembleResponseModel(nn.Module):
 
     def advance(self, state: Any, actions: torch.Tensor, click: torch.Tensor, convert: torch.Tensor) -> Any:
         """Every member's history state after the users saw ``actions`` with these outcomes."""
+        history, counts = self._split(state)
+        if counts is not None:
+            first = self.members[0]
+            counts = exposure.update(counts, actions, first.exposure_decays, first.exposure_columns)
         if self.batched == "vmap":
-            return self._vmapped("advance", (1, None, None, None), state, actions, click, convert)
+            new = self._vmapped("advance", (self._state_dims(), None, None, None), state, actions, click, convert)
+            return self._join(self._split(new)[0], counts)
+        return self._join(self._fused_advance(history, actions, click, convert), counts)
+
+    def _fused_advance(self, history: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
+                       convert: torch.Tensor) -> torch.Tensor:
         w = self._weights()
-        h = state.transpose(0, 1)
+        h = history.transpose(0, 1)
         hidden = h.shape[-1]
         event = actions * 3 + (click > 0.5).long() + (convert > 0.5).long()
         out = torch.empty_like(h)
@@ -288,6 +326,8 @@ class EnsembleResponseModel(nn.Module):
             "w_hh": torch.stack([g.weight_hh_l0.detach() for g in gru]).transpose(1, 2).contiguous(),
             "b_hn": torch.stack([g.bias_hh_l0[2 * h:].detach() for g in gru])[:, None],  # scaled by r: kept apart
             "event_table": torch.stack([events(m, g) for m, g in zip(self.members, gru, strict=True)]),
+            **({"exposure_w": stack(lambda m: m.exposure.weight).transpose(1, 2).contiguous()}  # (K, 2D, 3)
+               if self._exposure else {}),
         }
 
     def _vmapped(self, method: str, in_dims: tuple, *args: Any) -> Any:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recsys.artifacts import CONFIG_FILE, blame_file, load_model_dir, save_model_dir
+from recsys.simulator.response_model import exposure
 from recsys.simulator.response_model.config import HEADS, DataSpec, ResponseModelConfig
 from recsys.simulator.response_model.ensemble import EnsembleResponseModel
 from recsys.simulator.response_model.history import AttentionHistory, GRUHistory, NoHistory
@@ -69,17 +70,28 @@ class BaseResponseModel(nn.Module, ABC):
     def _calibrated(self, raw: torch.Tensor) -> torch.Tensor:
         return raw * self.calib_scale + self.calib_shift
 
-    def _logits(self, u: torch.Tensor, history: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(..., 3) calibrated logits of the three heads for the given actions."""
+    def _sequence_exposure(self, actions: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, 3, A) raw logit terms of the exposure counts before every logged step, or None
+        (models without ``exposure_features``)."""
+        return None
+
+    def _logits(self, u: torch.Tensor, history: torch.Tensor, actions: torch.Tensor,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., 3) calibrated logits of the three heads for the given actions; ``extra``: raw
+        (..., 3) terms of the shown actions added before calibration."""
         idx = actions[..., None, None].expand(*actions.shape, len(HEADS), 1)
-        return self._calibrated(self._all_logits(u, history).gather(-1, idx)[..., 0])
+        raw = self._all_logits(u, history).gather(-1, idx)[..., 0]
+        return self._calibrated(raw if extra is None else raw + extra)
 
     def forward(self, cat: torch.Tensor, num: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
                 convert: torch.Tensor) -> torch.Tensor:
         """(B, T, 3) logits for every logged step given the history before it."""
         u = self.profile_vector(cat, num)
         u_t = u[:, None].expand(-1, actions.shape[1], -1)
-        return self._logits(u_t, self._before_each(u, u_t, actions, click, convert), actions)
+        extra = self._sequence_exposure(actions)
+        if extra is not None:
+            extra = extra.gather(-1, actions[..., None, None].expand(*actions.shape, len(HEADS), 1))[..., 0]
+        return self._logits(u_t, self._before_each(u, u_t, actions, click, convert), actions, extra)
 
     def forward_all(self, cat: torch.Tensor, num: torch.Tensor, actions: torch.Tensor, click: torch.Tensor,
                     convert: torch.Tensor) -> torch.Tensor:
@@ -87,8 +99,9 @@ class BaseResponseModel(nn.Module, ABC):
         before it (what an off-policy reward model needs)."""
         u = self.profile_vector(cat, num)
         u_t = u[:, None].expand(-1, actions.shape[1], -1)
-        return self._calibrated(self._all_logits(u_t, self._before_each(u, u_t, actions, click, convert))
-                                .transpose(-1, -2))
+        raw = self._all_logits(u_t, self._before_each(u, u_t, actions, click, convert))
+        extra = self._sequence_exposure(actions)
+        return self._calibrated((raw if extra is None else raw + extra).transpose(-1, -2))
 
 
 class ResponseModel(BaseResponseModel):
@@ -129,6 +142,15 @@ class ResponseModel(BaseResponseModel):
             # row of (head j, action a) in head_category: j * C + category(a), laid out like heads' rows
             self.register_buffer("head_category_rows", (torch.arange(len(HEADS))[:, None] * c + category).flatten(),
                                  persistent=False)
+        if config.exposure_features:
+            if not spec.action_category:
+                raise ValueError("response_model.exposure_features: the data spec has no action categories; fit "
+                                 "with the catalog (member_jobs(..., offer_category=catalog.category)) or set it false")
+            self.exposure = nn.Linear(exposure.n_features(), len(HEADS), bias=False)
+            nn.init.zeros_(self.exposure.weight)  # starts as the model without counts
+            self.register_buffer("exposure_decays", torch.tensor(exposure.DECAYS), persistent=False)
+            self.register_buffer("exposure_columns", exposure.columns(spec.action_category, a), persistent=False)
+            self.exposure_width = a + spec.n_categories
 
     def profile_vector(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
         parts = [emb(cat[:, j]) for j, emb in enumerate(self.cat_embed)]
@@ -162,15 +184,33 @@ class ResponseModel(BaseResponseModel):
                      convert: torch.Tensor) -> torch.Tensor:
         return self.history.before_each(u, self.event(actions, click, convert))
 
+    def _sequence_exposure(self, actions: torch.Tensor) -> torch.Tensor | None:
+        if not self.config.exposure_features:
+            return None
+        x = exposure.before_each(actions, self.exposure_decays, self.exposure_columns, self.exposure_width)
+        return self.exposure(exposure.features_all(x, self.exposure_columns)).transpose(-1, -2)
+
+    # step by step: the state is the history encoder's, or with exposure_features
+    # {"history": that, "exposure": (N, D, A + C) counts} (module exposure)
     def initial_state(self, cat: torch.Tensor, num: torch.Tensor) -> tuple[torch.Tensor, Any]:
         u = self.profile_vector(cat, num)
-        return u, self.history.initial(u, self.spec.horizon)
+        history = self.history.initial(u, self.spec.horizon)
+        if not self.config.exposure_features:
+            return u, history
+        return u, {"history": history, "exposure": exposure.initial(len(u), self.exposure_decays, self.exposure_width)}
 
     def step_logits(self, u: torch.Tensor, state: Any, actions: torch.Tensor) -> torch.Tensor:
-        return self._logits(u, self.history.read(state), actions)
+        if not self.config.exposure_features:
+            return self._logits(u, self.history.read(state), actions)
+        counts = exposure.features_shown(state["exposure"], self.exposure_columns, actions)
+        return self._logits(u, self.history.read(state["history"]), actions, self.exposure(counts))
 
     def advance(self, state: Any, actions: torch.Tensor, click: torch.Tensor, convert: torch.Tensor) -> Any:
-        return self.history.step(state, self.event(actions, click, convert), actions)
+        event = self.event(actions, click, convert)
+        if not self.config.exposure_features:
+            return self.history.step(state, event, actions)
+        return {"history": self.history.step(state["history"], event, actions),
+                "exposure": exposure.update(state["exposure"], actions, self.exposure_decays, self.exposure_columns)}
 
 
 class LogisticResponseModel(BaseResponseModel):
@@ -227,7 +267,8 @@ def load_response_model(directory: str | Path) -> BaseResponseModel | EnsembleRe
     meta, state, _ = load_model_dir(directory, MODEL_FILE, "response-model", "run experiments.fit_simulator first")
     with blame_file(directory / CONFIG_FILE, "not a response-model config"):
         # directories written before category sharing existed: the model they hold had none
-        spec, config = DataSpec(**meta["data"]), ResponseModelConfig(**{"category_sharing": False, **meta["model"]})
+        spec, config = DataSpec(**meta["data"]), ResponseModelConfig(**{"category_sharing": False,
+                                                                          "exposure_features": False, **meta["model"]})
         if config.ensemble_size == 1:
             model: BaseResponseModel | EnsembleResponseModel = build_response_model(spec, config)
         else:
