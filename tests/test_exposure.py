@@ -38,7 +38,7 @@ def _model(config: ResponseModelConfig = CONFIG, seed: int = 1, weights: bool = 
     model = ResponseModel(SPEC, config).eval()
     if weights and config.exposure_features:
         with torch.no_grad():
-            model.exposure.weight.normal_()  # as if fitted: zero would hide a mis-indexed count
+            model.exposure_weight.normal_()  # as if fitted: zero would hide a mis-indexed count
     return model
 
 
@@ -82,8 +82,8 @@ def test_whole_sequences_equal_step_by_step_and_zero_weights_equal_no_counts(enc
 def test_repeating_an_offer_moves_its_logit_by_the_learned_weight_and_spares_other_categories():
     model = _model()
     with torch.no_grad():
-        model.exposure.weight.zero_()
-        model.exposure.weight[0, 0] = -1.0  # click head, offer count at the fast decay
+        model.exposure_weight.zero_()
+        model.exposure_weight[0, 0] = -1.0  # click head, offer count at the fast decay
         cat, num, *_ = _batch(b=1)
         u, state = model.initial_state(cat, num)
         first = model.step_logits(u, state, torch.tensor([2]))[0, 0]
@@ -92,7 +92,7 @@ def test_repeating_an_offer_moves_its_logit_by_the_learned_weight_and_spares_oth
     # the GRU moved too; the counts' part is exactly -1 x calibration scale for the repeated offer
     plain = _model()
     with torch.no_grad():
-        plain.exposure.weight.zero_()
+        plain.exposure_weight.zero_()
         u0, s0 = plain.initial_state(cat, num)
         s0 = plain.advance(s0, torch.tensor([2]), torch.zeros(1), torch.zeros(1))
         base_again, base_elsewhere = (plain.step_logits(u0, s0, torch.tensor([a]))[0, 0] for a in (2, 5))
@@ -141,5 +141,11 @@ def test_round_trip_and_directories_from_before_the_counts_load_without_them(tmp
     (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
     old = load_response_model(tmp_path / "old")
     assert not old.config.exposure_features
-    with pytest.raises(ValueError, match="exposure_features: the data spec has no action categories"):
-        ResponseModel(replace(SPEC, action_category=[]), replace(CONFIG, category_sharing=False))
+    # without a catalog: offer counts only
+    bare = ResponseModel(replace(SPEC, action_category=[]), replace(CONFIG, category_sharing=False))
+    assert bare.exposure_weight.shape == (3, len(exposure.DECAYS)) and bare.exposure_width == SPEC.n_actions
+    with torch.no_grad():
+        bare.exposure_weight.normal_()
+        u, state = bare.initial_state(cat[:, :], num)
+        state = bare.advance(state, actions[:, 0], click[:, 0], convert[:, 0])
+        assert torch.isfinite(bare.step_logits(u, state, actions[:, 1])).all()

@@ -50,9 +50,9 @@ class ResponseModelConfig:
     # Needs the catalog's categories (the pipeline passes them); held-out click AUC on 50,000
     # logged users +0.003 (wide world) / +0.003 (default), docs/experiments.md
     category_sharing: bool = True
-    # decayed counts of past sends of the shown offer and of its category as linear terms of every
-    # head's logit (module exposure): greedy policies repeat offers far beyond the logs, where the
-    # GRU alone extrapolates arbitrarily. Needs the catalog's categories, like category_sharing
+    # decayed counts of past sends of the shown offer and of its category (offer counts only without
+    # a catalog) as linear terms of every head's logit (module exposure): greedy policies repeat
+    # offers far beyond the logs, where the GRU alone extrapolates arbitrarily
     exposure_features: bool = False
 
     def __post_init__(self) -> None:

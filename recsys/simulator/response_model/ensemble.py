@@ -326,7 +326,7 @@ class EnsembleResponseModel(nn.Module):
             "w_hh": torch.stack([g.weight_hh_l0.detach() for g in gru]).transpose(1, 2).contiguous(),
             "b_hn": torch.stack([g.bias_hh_l0[2 * h:].detach() for g in gru])[:, None],  # scaled by r: kept apart
             "event_table": torch.stack([events(m, g) for m, g in zip(self.members, gru, strict=True)]),
-            **({"exposure_w": stack(lambda m: m.exposure.weight).transpose(1, 2).contiguous()}  # (K, 2D, 3)
+            **({"exposure_w": stack(lambda m: m.exposure_weight).transpose(1, 2).contiguous()}  # (K, 2D, 3)
                if self._exposure else {}),
         }
 

@@ -17,8 +17,8 @@ each at every scale) enter every head's logit through a linear layer initialised
 a model starts as the one without them. "No offer" is never counted and gets no term.
 
 Layout: the state ``x`` is (N, D, A + C): D decays, A action columns (column 0, "no offer",
-stays 0), then C category columns. ``columns`` (A, 2) holds each action's offer and category
-column. Used by ``network.ResponseModel`` (``config.exposure_features``) and by the fused
+stays 0), then C category columns (none for a model fitted without a catalog). ``columns``
+(A, 2) holds each action's offer and category column. Used by ``network.ResponseModel`` (``config.exposure_features``) and by the fused
 ``ensemble.EnsembleResponseModel`` step, which share these functions.
 """
 
@@ -30,14 +30,17 @@ DECAYS = (0.5, 0.9)  # half-lives of 1 and ~6.6 steps
 
 
 def columns(action_category: list[int], n_actions: int) -> torch.Tensor:
-    """(A, 2) column of each action's offer count and of its category's count in ``x``."""
-    category = torch.tensor(action_category, dtype=torch.long)
-    return torch.stack([torch.arange(n_actions), n_actions + category], dim=1)
+    """(A, 2) column of each action's offer count and of its category's count in ``x``; (A, 1),
+    offer counts only, for a model fitted without categories (empty ``action_category``)."""
+    offers = torch.arange(n_actions)
+    if not action_category:
+        return offers[:, None]
+    return torch.stack([offers, n_actions + torch.tensor(action_category, dtype=torch.long)], dim=1)
 
 
-def n_features(n_decays: int = len(DECAYS)) -> int:
-    """Features per (user, action): offer and category count at each decay."""
-    return 2 * n_decays
+def n_features(cols: torch.Tensor) -> int:
+    """Features per (user, action): each of its count columns at each decay."""
+    return cols.shape[1] * len(DECAYS)
 
 
 def initial(n_users: int, decays: torch.Tensor, width: int) -> torch.Tensor:

@@ -142,14 +142,13 @@ class ResponseModel(BaseResponseModel):
             # row of (head j, action a) in head_category: j * C + category(a), laid out like heads' rows
             self.register_buffer("head_category_rows", (torch.arange(len(HEADS))[:, None] * c + category).flatten(),
                                  persistent=False)
-        if config.exposure_features:
-            if not spec.action_category:
-                raise ValueError("response_model.exposure_features: the data spec has no action categories; fit "
-                                 "with the catalog (member_jobs(..., offer_category=catalog.category)) or set it false")
-            self.exposure = nn.Linear(exposure.n_features(), len(HEADS), bias=False)
-            nn.init.zeros_(self.exposure.weight)  # starts as the model without counts
+        if config.exposure_features:  # offer counts, and category counts when the spec has categories
+            cols = exposure.columns(spec.action_category, a)
+            # zeros, not nn.Linear's random init: the model starts as the one without counts, and
+            # the torch RNG stream (hence every other initial weight) is the same with or without
+            self.exposure_weight = nn.Parameter(torch.zeros(len(HEADS), exposure.n_features(cols)))
             self.register_buffer("exposure_decays", torch.tensor(exposure.DECAYS), persistent=False)
-            self.register_buffer("exposure_columns", exposure.columns(spec.action_category, a), persistent=False)
+            self.register_buffer("exposure_columns", cols, persistent=False)
             self.exposure_width = a + spec.n_categories
 
     def profile_vector(self, cat: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
@@ -188,7 +187,7 @@ class ResponseModel(BaseResponseModel):
         if not self.config.exposure_features:
             return None
         x = exposure.before_each(actions, self.exposure_decays, self.exposure_columns, self.exposure_width)
-        return self.exposure(exposure.features_all(x, self.exposure_columns)).transpose(-1, -2)
+        return F.linear(exposure.features_all(x, self.exposure_columns), self.exposure_weight).transpose(-1, -2)
 
     # step by step: the state is the history encoder's, or with exposure_features
     # {"history": that, "exposure": (N, D, A + C) counts} (module exposure)
@@ -203,7 +202,7 @@ class ResponseModel(BaseResponseModel):
         if not self.config.exposure_features:
             return self._logits(u, self.history.read(state), actions)
         counts = exposure.features_shown(state["exposure"], self.exposure_columns, actions)
-        return self._logits(u, self.history.read(state["history"]), actions, self.exposure(counts))
+        return self._logits(u, self.history.read(state["history"]), actions, F.linear(counts, self.exposure_weight))
 
     def advance(self, state: Any, actions: torch.Tensor, click: torch.Tensor, convert: torch.Tensor) -> Any:
         event = self.event(actions, click, convert)
