@@ -52,8 +52,10 @@ class ResponseModelConfig:
     category_sharing: bool = True
     # decayed counts of past sends of the shown offer and of its category (offer counts only without
     # a catalog) as linear terms of every head's logit (module exposure): greedy policies repeat
-    # offers far beyond the logs, where the GRU alone extrapolates arbitrarily
-    exposure_features: bool = False
+    # offers far beyond the logs, where the GRU alone extrapolates arbitrarily: a repeated offer's
+    # clicks, learned / true, 1.4-1.9x without them, 0.98-1.10x with them, and held-out click AUC
+    # +0.002 to +0.010, in the three world configs (docs/experiments.md)
+    exposure_features: bool = True
 
     def __post_init__(self) -> None:
         check_field_types(self, "response_model")
