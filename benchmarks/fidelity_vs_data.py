@@ -138,31 +138,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def repeat_probe(model, data, config, n_users: int, seed: int) -> dict:
-    """Learned / true clicks per user of each "always send offer k" policy (see ``METHOD``)."""
-    import numpy as np
-
-    from agents.base import DeterministicPolicy
+    """``experiments.fidelity.repeat_probe`` of a fitted model (see ``METHOD``)."""
     from envs.learned_world import LearnedWorld
     from envs.true_world import TrueWorld
-    from experiments.collect import make_env_factory, rollout
+    from experiments.collect import make_env_factory
+    from experiments.fidelity import repeat_probe as probe
     from recsys.simulator.user_gan.marginals import ResampledProfiles
 
-    class AlwaysOffer(DeterministicPolicy):
-        def __init__(self, env, offer: int) -> None:
-            self.offer, self.n_actions = offer, env.catalog.n_actions
-
-        def act(self, obs, masks=None):  # "no offer" where the campaign's rules forbid k
-            a = np.full(len(obs), self.offer)
-            return a if masks is None else np.where(masks[:, self.offer], a, 0)
-
     sampler, catalog = ResampledProfiles(data.split_profiles("train")), data.catalog
-    worlds = {"true": make_env_factory(lambda n: TrueWorld(config.world, n), config.campaign),
-              "learned": make_env_factory(lambda n: LearnedWorld(model, sampler, catalog, n), config.campaign)}
-    clicks = {w: [float(rollout(make, lambda e, k=k: AlwaysOffer(e, k), n_users, seed=10**7 + seed).clicks.mean())
-                  for k in range(1, catalog.n_actions)] for w, make in worlds.items()}
-    ratio = np.array(clicks["learned"]) / np.maximum(np.array(clicks["true"]), 1e-9)
-    return {"repeat_click_ratio": ratio.round(4).tolist(), "repeat_click_ratio_median": float(np.median(ratio)),
-            "repeat_mean_abs_log_ratio": float(np.mean(np.abs(np.log(ratio))))}
+    out = probe(make_env_factory(lambda n: TrueWorld(config.world, n), config.campaign),
+                make_env_factory(lambda n: LearnedWorld(model, sampler, catalog, n), config.campaign),
+                catalog.n_actions, n_users, seed=10**7 + seed)
+    return {"repeat_click_ratio": [round(r, 4) for r in out["ratio"]],
+            "repeat_click_ratio_median": out["median_ratio"], "repeat_mean_abs_log_ratio": out["mean_abs_log_ratio"]}
 
 
 if __name__ == "__main__":

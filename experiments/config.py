@@ -272,6 +272,7 @@ class SimulatorConfig:
     user_gan: UserGANConfig = field(default_factory=UserGANConfig)
     ablation: list[str] = field(default_factory=lambda: ["none", "logistic", "attention"])
     fidelity_users: int = 20000  # users per fixed policy in each world (CVR is rare: ~2% relative SE)
+    repeat_probe_users: int = 2000  # users per "always send offer k" policy and world (0: no probe)
     n_bootstrap: int = 200  # bootstrap draws for AUC-difference CIs
     learned_world: LearnedWorldConfig = field(default_factory=LearnedWorldConfig)  # what agents train in and
     # what the "learned" world reports; an agent's own `learned_world` replaces it for its training
@@ -282,6 +283,9 @@ class SimulatorConfig:
             raise ValueError(f"simulator.ablation: unknown encoder(s) {sorted(unknown)}, expected gru|none|logistic|attention")
         if self.fidelity_users < 2:
             raise ValueError(f"simulator.fidelity_users: must be >= 2, got {self.fidelity_users}")
+        if self.repeat_probe_users < 0:
+            raise ValueError(f"simulator.repeat_probe_users: must be >= 0 (0 skips the probe), got "
+                             f"{self.repeat_probe_users}")
 
 
 @dataclass

@@ -4,7 +4,12 @@
   calibration error against the *true* probabilities (not sampled outcomes, whose noise floor
   is ~0.005 at this test size), and bootstrap CIs (over users) of AUC gains over baselines;
 * whole simulator: fixed policies run in both worlds with paired users; relative errors of
-  their click rate, conversion rate and return, and Kendall tau of the policy ranking.
+  their click rate, conversion rate and return, and Kendall tau of the policy ranking;
+* off the logs (``repeat_probe``): for every offer k the policy that sends k at every step, in
+  TrueWorld and in a LearnedWorld of the response model whose users are the logged profiles
+  resampled (so the probe judges the response model, not the GAN); learned / true clicks per
+  user. Greedy policies repeat offers far more than any logging policy, and a simulator that
+  extrapolates fatigue wrongly overrates them (docs/experiments.md, 2026-12-04 (c)).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from scipy.stats import kendalltau
 
 from agents.base import Policy
 from envs.vector_env import CampaignVectorEnv
+from experiments.collect import rollout
 from experiments.evaluate import sharded_rollouts
 from experiments.parallel import Workers
 from recsys.data.sequences import SequenceData
@@ -111,3 +117,37 @@ def policy_fidelity(
     tau = kendalltau([values["true"][n]["return"]["mean"] for n in names],
                      [values["learned"][n]["return"]["mean"] for n in names]).statistic
     return {"policies": values, "rel_error": rel_error, "kendall_tau": float(tau)}
+
+
+class AlwaysOffer:
+    """Sends one offer at every step ("no offer" where the campaign's rules forbid it)."""
+
+    name = "always_offer"
+
+    def __init__(self, offer: int, n_actions: int) -> None:
+        self.offer, self.n_actions = offer, n_actions
+
+    def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        a = np.full(len(obs), self.offer)
+        return a if masks is None else np.where(masks[:, self.offer], a, 0)
+
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        probs = np.zeros((len(obs), self.n_actions))
+        probs[np.arange(len(obs)), self.act(obs, masks)] = 1.0
+        return probs
+
+
+def repeat_probe(make_true_env: Callable[[int], CampaignVectorEnv],
+                 make_learned_env: Callable[[int], CampaignVectorEnv], n_actions: int, n_users: int,
+                 seed: int) -> dict[str, Any]:
+    """Clicks per user of "always send offer k" for every offer, in both worlds on the same user
+    seeds: ``ratio`` = learned / true per offer, its median and mean |log ratio| (0 = the
+    simulator extrapolates repetition like the world)."""
+    clicks = {}
+    for world, make in (("true", make_true_env), ("learned", make_learned_env)):
+        clicks[world] = [float(rollout(make, lambda env, k=k: AlwaysOffer(k, n_actions), n_users, seed).clicks.mean())
+                         for k in range(1, n_actions)]
+    ratio = np.array(clicks["learned"]) / np.maximum(np.array(clicks["true"]), 1e-9)
+    return {"n_users": n_users, "offers": list(range(1, n_actions)), "true_clicks": clicks["true"],
+            "learned_clicks": clicks["learned"], "ratio": ratio.tolist(), "median_ratio": float(np.median(ratio)),
+            "mean_abs_log_ratio": float(np.mean(np.abs(np.log(np.maximum(ratio, 1e-9)))))}

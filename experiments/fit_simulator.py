@@ -27,17 +27,18 @@ from envs.true_world import TrueWorld, replay_oracle
 from experiments import config as config_module
 from experiments import setup_torch
 from experiments.collect import collect_logs, make_env_factory
-from experiments.fidelity import policy_fidelity, response_model_fidelity
+from experiments.fidelity import policy_fidelity, repeat_probe, response_model_fidelity
 from experiments.parallel import Workers, longest_first, worker_count
 from experiments.policies import fixed_policies
 from experiments.report.fidelity import fidelity_markdown
-from experiments.report.plots import plot_calibration, plot_marginals, plot_policy_values
+from experiments.report.plots import plot_calibration, plot_marginals, plot_policy_values, plot_repeat_probe
 from recsys.artifacts import atomic_write_json, atomic_write_text, json_bytes
 from recsys.data.dataset import LoggedDataset
 from recsys.simulator.io import load_simulator, save_simulator
 from recsys.simulator.profile_fidelity import profile_fidelity
 from recsys.simulator.response_model import assemble_response_model, fit_member, member_jobs, predict
 from recsys.simulator.user_gan import IndependentMarginalsSampler, fit_user_gan
+from recsys.simulator.user_gan.marginals import ResampledProfiles
 
 log = logging.getLogger("campaign_gym")
 config_module.register()
@@ -123,6 +124,12 @@ def _judged(queued: QueuedSimulator, fitted: dict[str, Any]) -> tuple[Path, dict
         make_env_factory(lambda n: LearnedWorld(learned.model, learned.sampler, learned.catalog, n), config.campaign),
         fixed_policies(config), sim.fidelity_users, eval_from, workers=workers,
     ) if truth else None
+    repeat = repeat_probe(
+        make_env_factory(lambda n: TrueWorld(config.world, n_users=n), config.campaign),
+        make_env_factory(lambda n: LearnedWorld(learned.model, ResampledProfiles(train_profiles), learned.catalog, n),
+                         config.campaign),
+        learned.catalog.n_actions, sim.repeat_probe_users, eval_from,
+    ) if truth and sim.repeat_probe_users > 0 else None
 
     # (6) report
     fidelity = {
@@ -134,6 +141,7 @@ def _judged(queued: QueuedSimulator, fitted: dict[str, Any]) -> tuple[Path, dict
             "logging_cvr_rel_error": worlds["rel_error"]["logging"]["conversion_rate"]} if worlds else {}),
         "profiles": profile,
         "policies": worlds,
+        "repeat_probe": repeat,
         "data": {"train_users": train.n_users, "validation_users": validation.n_users, "test_users": test.n_users},
     }
     atomic_write_json(out / "fidelity.json", fidelity)
@@ -142,6 +150,8 @@ def _judged(queued: QueuedSimulator, fitted: dict[str, Any]) -> tuple[Path, dict
     plot_marginals(heldout, synthetic, out / "marginals.png")
     if worlds:
         plot_policy_values(worlds["policies"], out / "policy_values.png")
+    if repeat:
+        plot_repeat_probe(repeat, out / "repeat_probe.png")
     atomic_write_text(out / "fidelity.md", fidelity_markdown(fidelity, oracle is not None))
     return sim_dir, fidelity
 

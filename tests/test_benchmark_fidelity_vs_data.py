@@ -10,7 +10,7 @@ from benchmarks import fidelity_vs_data
 
 def test_rows_per_users_and_setting_with_gaps_to_the_segment_oracle():
     out = fidelity_vs_data.main(["--users", "300", "600", "--set", "hidden_dim=8,embed_dim=4",
-                                 "--set", "hidden_dim=16", "--overrides", "experiment=smoke"])
+                                 "--set", "hidden_dim=16", "--overrides", "experiment=smoke", "--repeat-users", "50"])
     rows = out["rows"]
     assert [(r["users"], r["setting"]) for r in rows] == [
         (300, {"hidden_dim": 8, "embed_dim": 4}), (300, {"hidden_dim": 16}),
@@ -20,6 +20,7 @@ def test_rows_per_users_and_setting_with_gaps_to_the_segment_oracle():
         assert r["click_gap"] == pytest.approx(r["click_auc"] - r["segment_oracle_click_auc"])
         assert 0.5 < r["segment_oracle_click_auc"] < 1 and 0 <= r["click_ece"] < 0.2
     assert rows[0]["click_auc"] != rows[1]["click_auc"]  # the setting reached the fit
+    assert all(len(r["repeat_click_ratio"]) == 24 and r["repeat_click_ratio_median"] > 0 for r in rows)  # 24 offers
 
 
 def test_unknown_setting_is_refused_by_name(capsys):

@@ -93,4 +93,14 @@ def fidelity_markdown(f: dict[str, Any], truth_known: bool) -> str:
                      f"{num(err['conversion_rate'])} | {num(err['return'])} |")
     lines += ["", f"Kendall tau of the policy ranking by return: {num(w['kendall_tau'])}.", "",
               "![policy values](policy_values.png)", ""]
+    probe = f.get("repeat_probe")
+    if probe:
+        r = probe["ratio"]
+        lines += ["## Off the logs: repeated offers", "",
+                  f"Each offer sent at every step, {probe['n_users']:,} users per offer in both worlds (learned "
+                  "users: the logged profiles resampled, so this judges the response model). Clicks per user, "
+                  f"learned / true: median {num(probe['median_ratio'])}, range {num(min(r))}–{num(max(r))}, mean "
+                  f"|log ratio| {num(probe['mean_abs_log_ratio'])}. Greedy recommenders repeat offers more than "
+                  "the logging policy ever did; a ratio above 1 is a simulator that overrates them.", "",
+                  "![repeated offers](repeat_probe.png)", ""]
     return "\n".join(lines)

@@ -135,6 +135,22 @@ def plot_policy_values(values: dict[str, dict[str, dict[str, dict[str, float]]]]
     save_figure(fig, path)
 
 
+def plot_repeat_probe(probe: dict[str, Any], path: Path) -> None:
+    """Per offer: clicks per user of "always send it", learned / true (1 = faithful off the logs)."""
+    ratio = np.asarray(probe["ratio"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.25 * len(ratio) + 2.0), 3.2))
+    colors = np.where(ratio > 1.1, "tab:red", np.where(ratio < 0.9, "tab:blue", "tab:grey"))
+    ax.bar(probe["offers"], ratio, color=colors)
+    ax.axhline(1.0, color="black", lw=1)
+    ax.set_xlabel("offer sent at every step")
+    ax.set_yscale("log")  # 2x too many and 2x too few are equally wrong
+    ax.set_ylabel("clicks per user, learned / true")
+    ax.set_title(f"Repeated offers: median {probe['median_ratio']:.2f}, mean |log ratio| "
+                 f"{probe['mean_abs_log_ratio']:.2f} ({probe['n_users']:,} users per offer)")
+    ax.grid(axis="y", alpha=0.3)
+    save_figure(fig, path)
+
+
 def plot_ope(section: dict[str, Any], path: Path) -> None:
     """One row per policy: each estimator's estimate with its CI, the true value as a line."""
     names = list(section)
