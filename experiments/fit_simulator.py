@@ -36,7 +36,13 @@ from recsys.artifacts import atomic_write_json, atomic_write_text, json_bytes
 from recsys.data.dataset import LoggedDataset
 from recsys.simulator.io import load_simulator, save_simulator
 from recsys.simulator.profile_fidelity import profile_fidelity
-from recsys.simulator.response_model import assemble_response_model, fit_member, member_jobs, predict
+from recsys.simulator.response_model import (
+    ResponseModelConfig,
+    assemble_response_model,
+    fit_member,
+    member_jobs,
+    predict,
+)
 from recsys.simulator.user_gan import IndependentMarginalsSampler, fit_user_gan
 from recsys.simulator.user_gan.marginals import ResampledProfiles
 
@@ -83,13 +89,21 @@ def queue_simulator(config: config_module.Config, out: Path, data: LoggedDataset
                          out / "tensorboard" / "user_gan")}
     encoders = {}
     for enc in [main] + [e for e in sim.ablation if e != main]:
-        members = member_jobs(train, validation, replace(sim.response_model, history_encoder=enc), progress,
+        members = member_jobs(train, validation, ablation_config(sim.response_model, enc, main), progress,
                               out / "tensorboard" / f"response_model_{enc}", data.catalog.category)
         encoders[enc] = [f"response_model_{enc}" + (f"_member_{k}" if len(members) > 1 else "")
                          for k in range(len(members))]
         jobs.update({name: (fit_member, *job) for name, job in zip(encoders[enc], members, strict=True)})
     futures = {name: workers.submit(*jobs[name]) for name in longest_first(jobs)}
     return QueuedSimulator(config, out, data, workers, encoders, futures)
+
+
+def ablation_config(main_config: ResponseModelConfig, encoder: str, main: str) -> ResponseModelConfig:
+    """The config of the model with history ``encoder``: the main model's, with that encoder. The
+    "none" ablation also drops the exposure counts: they are history too, and "the gain of history"
+    must compare against a model that sees none of it."""
+    config = replace(main_config, history_encoder=encoder)
+    return replace(config, exposure_features=False) if encoder == "none" and encoder != main else config
 
 
 def _judged(queued: QueuedSimulator, fitted: dict[str, Any]) -> tuple[Path, dict[str, Any]]:

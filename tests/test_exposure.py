@@ -149,3 +149,15 @@ def test_round_trip_and_directories_from_before_the_counts_load_without_them(tmp
         u, state = bare.initial_state(cat[:, :], num)
         state = bare.advance(state, actions[:, 0], click[:, 0], convert[:, 0])
         assert torch.isfinite(bare.step_logits(u, state, actions[:, 1])).all()
+
+
+def test_the_no_history_ablation_sees_no_counts_but_the_other_encoders_do():
+    """Exposure counts are history: "the gain of history" is measured against a model without them."""
+    from experiments.fit_simulator import ablation_config
+
+    main = ResponseModelConfig()  # the default: GRU with counts
+    assert main.exposure_features
+    assert not ablation_config(main, "none", "gru").exposure_features
+    assert ablation_config(main, "attention", "gru").exposure_features
+    assert ablation_config(main, "gru", "gru") == main
+    assert ablation_config(replace(main, history_encoder="none"), "none", "none").exposure_features  # a user's choice
