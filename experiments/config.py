@@ -274,18 +274,15 @@ class SimulatorConfig:
     fidelity_users: int = 20000  # users per fixed policy in each world (CVR is rare: ~2% relative SE)
     repeat_probe_users: int = 2000  # users per "always send offer k" policy and world (0: no probe)
     n_bootstrap: int = 200  # bootstrap draws for AUC-difference CIs
-    learned_world: LearnedWorldConfig = field(default_factory=LearnedWorldConfig)  # what agents train in and
-    # what the "learned" world reports; an agent's own `learned_world` replaces it for its training
+    # what agents train in and the "learned" world reports (an agent's own `learned_world` replaces it)
+    learned_world: LearnedWorldConfig = field(default_factory=LearnedWorldConfig)
 
     def __post_init__(self) -> None:
-        unknown = set(self.ablation) - {"gru", "none", "logistic", "attention"}
-        if unknown:
+        if unknown := set(self.ablation) - {"gru", "none", "logistic", "attention"}:
             raise ValueError(f"simulator.ablation: unknown encoder(s) {sorted(unknown)}, expected gru|none|logistic|attention")
-        if self.fidelity_users < 2:
-            raise ValueError(f"simulator.fidelity_users: must be >= 2, got {self.fidelity_users}")
-        if self.repeat_probe_users < 0:
-            raise ValueError(f"simulator.repeat_probe_users: must be >= 0 (0 skips the probe), got "
-                             f"{self.repeat_probe_users}")
+        for name, low in (("fidelity_users", 2), ("repeat_probe_users", 0)):  # 0 probe users: no probe
+            if getattr(self, name) < low:
+                raise ValueError(f"simulator.{name}: must be >= {low}, got {getattr(self, name)}")
 
 
 @dataclass
@@ -298,8 +295,7 @@ class RecommendersConfig:
     hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [n for n in [*self.names, *self.hyperparams] if n not in RECOMMENDERS]
-        if unknown:
+        if unknown := [n for n in [*self.names, *self.hyperparams] if n not in RECOMMENDERS]:
             raise ValueError(f"recommender: unknown {unknown}, expected among {list(RECOMMENDERS)}")
         for name, params in self.hyperparams.items():
             try:
