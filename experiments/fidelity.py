@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import kendalltau
 
-from agents.base import Policy
+from agents.base import DeterministicPolicy, Policy
 from envs.vector_env import CampaignVectorEnv
 from experiments.collect import rollout
 from experiments.evaluate import sharded_rollouts
@@ -119,7 +119,7 @@ def policy_fidelity(
     return {"policies": values, "rel_error": rel_error, "kendall_tau": float(tau)}
 
 
-class AlwaysOffer:
+class AlwaysOffer(DeterministicPolicy):
     """Sends one offer at every step ("no offer" where the campaign's rules forbid it)."""
 
     name = "always_offer"
@@ -130,11 +130,6 @@ class AlwaysOffer:
     def act(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         a = np.full(len(obs), self.offer)
         return a if masks is None else np.where(masks[:, self.offer], a, 0)
-
-    def action_probs(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
-        probs = np.zeros((len(obs), self.n_actions))
-        probs[np.arange(len(obs)), self.act(obs, masks)] = 1.0
-        return probs
 
 
 def repeat_probe(make_true_env: Callable[[int], CampaignVectorEnv],

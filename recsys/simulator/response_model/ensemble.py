@@ -141,7 +141,7 @@ class EnsembleResponseModel(nn.Module):
     # ------------------------------------------------------------------ step by step (batched)
     @property
     def _exposure(self) -> bool:
-        return bool(getattr(self.config, "exposure_features", False))
+        return self.config.exposure_features
 
     def _state_dims(self) -> Any:
         """vmap's in_dims of a state: members along dim 1; exposure counts are the members' shared data."""
